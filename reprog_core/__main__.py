@@ -1,0 +1,3 @@
+from reprog_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""One frozen, typed config per experiment.
+
+``ExperimentConfig`` is the single boundary where user input (CLI flags, URL query parameters,
+JSON) is validated. Everything downstream trusts it. It hashes into stable cache keys: the key of
+a *source model* depends only on the fields that shape the source model, so changing the transform
+never retrains the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+# Bump when a change alters numbers produced for an unchanged config (invalidates cached results).
+CODE_VERSION = "1"
+
+
+class SourceFamily(str, Enum):
+    CNN = "cnn"
+    MLP = "mlp"
+    CLIP_CNN = "clip-cnn"
+
+
+class TransformKind(str, Enum):
+    VP = "vp"
+    VP_FULL = "vp-full"
+    FC = "fc"
+    VP_FC = "vp-fc"
+    NONE = "none"
+
+
+class MappingKind(str, Enum):
+    IDENTITY = "identity"  # fixed first-c_T map (the paper's assumption)
+    FLM = "flm"  # frequency-based label mapping, computed once before training
+    ILM = "ilm"  # iterative label mapping, FLM recomputed during training
+    LEARNED = "learned"  # a trainable linear map (beyond the paper's fixed-b assumption)
+
+
+class LossKind(str, Enum):
+    CE = "ce"
+    MSE = "mse"
+
+
+class KernelForm(str, Enum):
+    TRACE = "trace"  # N x N, summed over outputs
+    FULL = "full"  # N*c_T x N*c_T
+
+
+class ConfigError(ValueError):
+    """A config value a person can fix; the message says which field and what is allowed."""
+
+
+def _enum_values(enum: type[Enum]) -> list[str]:
+    return [e.value for e in enum]
+
+
+# Fields that determine the trained source model (and so its cache key).
+SOURCE_FIELDS = (
+    "source_family",
+    "backbone",
+    "weights",
+    "depth",
+    "width",
+    "ntk_init",
+    "source_data",
+    "source_size",
+    "source_per_class",
+    "source_epochs",
+    "seed",
+)
+
+# Limits applied at the boundary. The backend may impose tighter server-side caps.
+LIMITS = {
+    "depth": (1, 12),
+    "width": (1, 4096),
+    "source_size": (8, 512),
+    "target_size": (4, 512),
+    "steps": (0, 100_000),
+    "n_kernel": (2, 100_000),
+    "batch_size": (1, 8192),
+    "seed": (0, 2**31 - 1),
+    "source_per_class": (1, 100_000),
+    "target_per_class": (1, 100_000),
+    "source_epochs": (1, 1000),
+    "eval_every": (1, 100_000),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines one reprogramming experiment f_T = b o f_S o a_theta.
+
+    The defaults are the offline default pair: a pixel CNN of depth 3 trained on ``animal``
+    silhouettes, reprogrammed with a padding visual prompt to ``digits``.
+    """
+
+    # --- source model f_S -------------------------------------------------------------------
+    source_family: str = SourceFamily.CNN.value
+    backbone: str = "ViT-S-32"  # open_clip model name; used by clip-cnn only
+    weights: str = "random"  # clip-cnn backbone: 'random', a pretrained tag, or a checkpoint path
+    depth: int = 3
+    width: int = 32
+    ntk_init: bool = False  # NTK parameterisation (weights ~ N(0,1), scaled by 1/sqrt(fan_in))
+    source_data: str = "animal"
+    source_size: int = 32  # s: source input is 3 x s x s
+    source_per_class: int = 300  # source training images per class (subsampled, seeded)
+    source_epochs: int = 8  # upper bound; early stopping usually ends sooner
+    # --- target task, transformation a_theta, mapping b ----------------------------------------
+    target: str = "digits"
+    target_size: int = 28  # t: target images are resized to 3 x t x t (inner region for vp)
+    target_per_class: int = 100  # target training images per class
+    transform: str = TransformKind.VP.value
+    mapping: str = MappingKind.IDENTITY.value
+    loss: str = LossKind.CE.value
+    steps: int = 300
+    lr: float = 0.0  # 0 means: the transform's default (see ``effective_lr``)
+    batch_size: int = 32
+    eval_every: int = 25
+    # --- kernel -------------------------------------------------------------------------------
+    n_kernel: int = 64
+    kernel_form: str = KernelForm.TRACE.value
+    # --- reproducibility ----------------------------------------------------------------------
+    seed: int = 0
+    data_root: str = field(default="", compare=False)  # where downloadable sets live; not hashed
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        _check_choice("source_family", self.source_family, SourceFamily)
+        _check_choice("transform", self.transform, TransformKind)
+        _check_choice("mapping", self.mapping, MappingKind)
+        _check_choice("loss", self.loss, LossKind)
+        _check_choice("kernel_form", self.kernel_form, KernelForm)
+        for name, (lo, hi) in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+        if not isinstance(self.lr, (int, float)) or self.lr < 0 or self.lr != self.lr:
+            raise ConfigError(f"lr must be a non-negative number (0 = default), got {self.lr!r}")
+        if self.transform in (TransformKind.VP.value, TransformKind.VP_FC.value):
+            if self.target_size >= self.source_size:
+                raise ConfigError(
+                    f"transform {self.transform!r} pads a t x t target into an s x s source input, "
+                    f"so target_size ({self.target_size}) must be smaller than source_size "
+                    f"({self.source_size})"
+                )
+        from reprog_core import data  # local import: data imports nothing from here at import
+
+        known = data.list_datasets()
+        for name in ("source_data", "target"):
+            value = getattr(self, name)
+            if value not in known:
+                raise ConfigError(f"{name}: unknown data set {value!r}; choose one of {known}")
+        if not self.backbone or not isinstance(self.backbone, str):
+            raise ConfigError("backbone must be an open_clip model name")
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ConfigError("weights must be 'random', a pretrained tag, or a checkpoint path")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def uses_backbone(self) -> bool:
+        return self.source_family == SourceFamily.CLIP_CNN.value
+
+    @property
+    def weights_label(self) -> str:
+        """How the backbone was initialised: 'none' (no backbone), 'random', a tag, or a file."""
+        if not self.uses_backbone:
+            return "none"
+        if self.weights == "random":
+            return "random"
+        return self.weights
+
+    @property
+    def effective_lr(self) -> float:
+        if self.lr > 0:
+            return float(self.lr)
+        return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[
+            self.transform
+        ]
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, strict: bool = True) -> ExperimentConfig:
+        """Build from a dict of (possibly string) values. Unknown keys raise when ``strict``."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown and strict:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        coerced = {k: _coerce(known[k], v) for k, v in values.items() if k in known}
+        return cls(**coerced)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    # ------------------------------------------------------------------ cache keys
+    def source_key(self) -> str:
+        """Stable hash of the fields that determine the trained source model."""
+        return _stable_hash({k: getattr(self, k) for k in SOURCE_FIELDS}, "source")
+
+    def key(self, kind: str, **extra: Any) -> str:
+        """Stable hash of the whole normalised config for a computation ``kind``."""
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        if not self.uses_backbone:  # backbone/weights are irrelevant for pixel models
+            payload["backbone"] = payload["weights"] = None
+        payload["extra"] = extra
+        return _stable_hash(payload, kind)
+
+
+def _stable_hash(payload: dict[str, Any], kind: str) -> str:
+    from reprog_core import data
+
+    blob = json.dumps(
+        {"kind": kind, "code": CODE_VERSION, "data": data.DATA_VERSION, "p": payload},
+        sort_keys=True,
+        default=str,
+    )
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+
+def _check_choice(name: str, value: Any, enum: type[Enum]) -> None:
+    allowed = _enum_values(enum)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Turn a string from a URL or CLI into the field's type, with a readable error."""
+    target = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool}.get(
+        str(f.type), str
+    )
+    if isinstance(value, str):
+        try:
+            if target is bool:
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if target is int:
+                return int(value)
+            if target is float:
+                return float(value)
+        except ValueError:
+            raise ConfigError(f"{f.name} must be {target.__name__}, got {value!r}") from None
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

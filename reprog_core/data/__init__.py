@@ -1,0 +1,67 @@
+"""Data sets: a registry you can list, one output layout for all (see ``base.ImageDataset``).
+
+Offline sets ship inside packages or are generated; the others are read from a data root
+(``--data-root`` / ``$REPROG_DATA_ROOT``) and downloaded only when asked.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from reprog_core.data import downloadable as _downloadable  # noqa: F401  (registers its sets)
+from reprog_core.data import offline as _offline  # noqa: F401  (registers its sets)
+from reprog_core.data.base import (
+    DATA_VERSION,
+    REGISTRY,
+    DatasetError,
+    DatasetSpec,
+    ImageDataset,
+    per_class_indices,
+    resize,
+    to_float_rgb,
+)
+
+__all__ = [
+    "DATA_VERSION",
+    "DatasetError",
+    "DatasetSpec",
+    "ImageDataset",
+    "dataset_spec",
+    "list_datasets",
+    "load_dataset",
+    "per_class_indices",
+    "resize",
+    "to_float_rgb",
+]
+
+
+def list_datasets(offline_only: bool = False) -> list[str]:
+    """Names of registered data sets, offline ones first."""
+    specs = sorted(REGISTRY.values(), key=lambda s: (not s.offline, s.name))
+    return [s.name for s in specs if s.offline or not offline_only]
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise DatasetError(f"unknown data set {name!r}; choose one of {list_datasets()}") from None
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0
+) -> ImageDataset:
+    """Load ``name`` in the common layout. ``seed`` fixes the train/test split (and procedural
+    content) where the set has no official split. Results are memoised per process."""
+    from reprog_core.runtime import data_root
+
+    spec = dataset_spec(name)
+    resolved = None if spec.offline else data_root(root)
+    return _load_cached(name, str(resolved) if resolved else "", download, seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(name: str, root: str, download: bool, seed: int) -> ImageDataset:
+    spec = REGISTRY[name]
+    return spec.load(Path(root) if root else None, download, seed)

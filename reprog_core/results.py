@@ -1,0 +1,115 @@
+"""Result records: what the library returns and the backend stores (JSON-safe via ``to_dict``).
+
+These are plain data. Plot builders, the CLI's ``--json`` and the cache all speak these shapes.
+Large arrays (Gram matrices) are never part of them unless asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SourceResult:
+    """A trained source model f_S, as stored on disk under ``key``."""
+
+    key: str
+    config: dict[str, Any]  # the source fields of the ExperimentConfig
+    weights: str  # 'none' (pixel model), 'random', a pretrained tag or a checkpoint path
+    source_train_acc: float
+    source_test_acc: float
+    n_params_trainable: int  # the head / pixel model
+    n_params_frozen: int  # the frozen backbone (0 for pixel models)
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, train/test acc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitCurves:
+    """Per-step curves of a reprogramming fit. ``step`` is 1-based; eval points are sparse."""
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)  # running accuracy on each batch
+    eval_step: list[int] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    full_train_loss: list[float] = field(default_factory=list)  # whole (kernel) train set, at eval
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    """One reprogramming fit: only theta (and a learned mapping) was trained."""
+
+    config: dict[str, Any]
+    weights: str
+    transform: str
+    n_params_transform: int  # trainable parameters of a_theta (effective count for vp)
+    source_test_acc: float
+    target_test_acc: float  # after the fit
+    initial_test_acc: float  # before the fit (theta at initialisation)
+    baseline_test_acc: float | None  # the same source with transform 'none' (None if not run)
+    curves: FitCurves
+    mapping: list[int] | None  # target class -> source output index (None for learned)
+    examples_before: list[Any] = field(default_factory=list)  # few target images, 3xHxW lists
+    examples_after: list[Any] = field(default_factory=list)  # the same images after a_theta
+    prompt: Any = None  # the learned prompt as a 3xSxS image in [0,1] (None for fc / none)
+    seconds: float = 0.0
+    stopped: str = ""  # '' when the fit ran to the end; otherwise why it stopped early
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+@dataclass
+class SpectrumStats:
+    """Statistics of a symmetric PSD kernel's spectrum (float64)."""
+
+    eigenvalues: list[float]  # descending, all of them (or the top-k when ``partial``)
+    lambda_max: float
+    lambda_min: float  # smallest eigenvalue above ``rank_tol`` (0.0 if none)
+    lambda_min_raw: float  # the smallest computed eigenvalue, unclipped
+    rank: int
+    rank_tol: float
+    condition_number: float  # lambda_max / lambda_min (above tolerance)
+    trace: float
+    effective_rank: float  # exp(entropy of normalised eigenvalues)
+    decay_exponent: float | None  # power-law fit lambda_i ~ i^-alpha on the top of the spectrum
+    alignment: float | None  # y^T K y / (||K||_F ||y||^2), targets described by ``alignment_targets``
+    alignment_targets: str
+    abs_sum_over_n: float  # sum_{x,x'} |K(x,x')| / N (the paper's generalisation-gap term)
+    n_negative: int  # eigenvalues below -rank_tol (a bug indicator; reported, not clipped)
+    partial: bool = False  # True when only the top-k eigenvalues were computed (Lanczos)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class KernelResult:
+    """A target or source NTK and its spectrum."""
+
+    config: dict[str, Any]
+    weights: str
+    wrt: str  # 'transform' (target NTK) or 'source' (source NTK)
+    kernel: str  # 'trace' or 'full'
+    method: str  # 'structured', 'jacobian' or 'lanczos'
+    n: int  # samples
+    n_outputs: int  # c_T (target) or c_S (source)
+    n_params: int  # P, the parameters the kernel is taken with respect to
+    stats: SpectrumStats
+    seconds: float
+    dynamics: dict[str, list[float]] | None = None  # NTK-predicted squared loss over fit steps
+    lambda_min_draws: list[float] | None = None  # source NTK: lambda_min of each random draw
+    gram: Any = None  # the kernel matrix itself, only when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
