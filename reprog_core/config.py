@@ -45,6 +45,11 @@ class LossKind(str, Enum):
     MSE = "mse"
 
 
+class OptimizerKind(str, Enum):
+    ADAM = "adam"  # minibatch Adam: the practical choice
+    SGD = "sgd"  # full-batch gradient descent on the kernel samples: what the NTK theory predicts
+
+
 class KernelForm(str, Enum):
     TRACE = "trace"  # N x N, summed over outputs
     FULL = "full"  # N*c_T x N*c_T
@@ -114,8 +119,9 @@ class ExperimentConfig:
     target_size: int = 28  # t: target images are resized to 3 x t x t (inner region for vp)
     target_per_class: int = 100  # target training images per class
     transform: str = TransformKind.VP.value
-    mapping: str = MappingKind.IDENTITY.value
+    mapping: str = MappingKind.FLM.value  # fixed after it is computed once: a fixed linear b
     loss: str = LossKind.CE.value
+    optimizer: str = OptimizerKind.ADAM.value
     steps: int = 300
     lr: float = 0.0  # 0 means: the transform's default (see ``effective_lr``)
     batch_size: int = 32
@@ -136,6 +142,7 @@ class ExperimentConfig:
         _check_choice("transform", self.transform, TransformKind)
         _check_choice("mapping", self.mapping, MappingKind)
         _check_choice("loss", self.loss, LossKind)
+        _check_choice("optimizer", self.optimizer, OptimizerKind)
         _check_choice("kernel_form", self.kernel_form, KernelForm)
         for name, (lo, hi) in LIMITS.items():
             value = getattr(self, name)
@@ -182,6 +189,10 @@ class ExperimentConfig:
     def effective_lr(self) -> float:
         if self.lr > 0:
             return float(self.lr)
+        if self.optimizer == OptimizerKind.SGD.value:
+            return {"vp": 20.0, "vp-full": 5.0, "fc": 0.5, "vp-fc": 0.5, "none": 0.0}[
+                self.transform
+            ]
         return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[
             self.transform
         ]

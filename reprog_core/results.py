@@ -38,7 +38,7 @@ class FitCurves:
     train_acc: list[float] = field(default_factory=list)  # running accuracy on each batch
     eval_step: list[int] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
-    full_train_loss: list[float] = field(default_factory=list)  # whole (kernel) train set, at eval
+    kernel_loss: list[float] = field(default_factory=list)  # squared loss on the N kernel samples
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

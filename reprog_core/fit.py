@@ -1,0 +1,229 @@
+"""Reprogramming fits: train only theta (and a learned mapping), the source model frozen.
+
+f_T(x) = b(f_S(a_theta(x))). A fit returns per-step curves, accuracy before and after, a few
+transformed examples and the learned prompt. It is repeatable for a seed on the CPU and stops on a
+non-finite loss, keeping the last finite parameters and saying so.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reprog_core import data
+from reprog_core.config import ExperimentConfig, LossKind, MappingKind, OptimizerKind
+from reprog_core.input_transform import InputTransform, build_transform
+from reprog_core.label_mapping import build_mapping, fit_frequency_mapping
+from reprog_core.results import FitCurves, FitResult
+from reprog_core.runtime import seed_everything
+
+ProgressFn = Callable[[float, str], None]
+TARGET_TEST_PER_CLASS = 100  # cap on target test images per class: keeps evaluation cheap
+N_EXAMPLES = 6
+
+
+@dataclass
+class TargetData:
+    """Target images at their native size. x_* (N, 3, H, W) in [0, 1]; y_* (N,) int64.
+
+    ``x_kernel``/``y_kernel`` are the N samples the target NTK is computed on: a seeded,
+    class-balanced subset of the training images.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_kernel: torch.Tensor
+    y_kernel: torch.Tensor
+    classes: tuple[str, ...]
+
+
+def target_data(cfg: ExperimentConfig) -> TargetData:
+    ds = data.load_dataset(cfg.target, cfg.data_root or None, seed=cfg.seed)
+    ds = ds.subsample(cfg.target_per_class, cfg.seed, "train")
+    ds = ds.subsample(TARGET_TEST_PER_CLASS, cfg.seed, "test")
+    per_class = math.ceil(cfg.n_kernel / ds.n_classes)
+    idx = data.per_class_indices(ds.y_train, per_class, cfg.seed + 1)
+    # Interleave classes so any prefix stays balanced, then take exactly n_kernel.
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = idx[torch.randperm(len(idx), generator=g)][: cfg.n_kernel]
+    if len(idx) < cfg.n_kernel:
+        raise ValueError(
+            f"n_kernel={cfg.n_kernel} but the target training split has only {len(idx)} images "
+            f"(target_per_class={cfg.target_per_class}); lower n_kernel"
+        )
+    return TargetData(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.x_train[idx],
+                      ds.y_train[idx], ds.classes)
+
+
+class ReprogrammedModel(nn.Module):
+    """f_T = mapping o source o transform. x (N, C, H, W) target images -> (N, c_T) logits."""
+
+    def __init__(self, source: nn.Module, transform: InputTransform, mapping: nn.Module) -> None:
+        super().__init__()
+        self.source, self.transform, self.mapping = source, transform, mapping
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mapping(self.source(self.transform(x)))
+
+
+def build_reprogrammed(cfg: ExperimentConfig, source: nn.Module, n_target: int,
+                       n_source: int) -> ReprogrammedModel:
+    transform = build_transform(cfg.transform, cfg.source_size, cfg.target_size)
+    mapping = build_mapping(cfg.mapping, n_source, n_target)
+    device = next(source.parameters()).device
+    return ReprogrammedModel(source, transform, mapping).to(device)
+
+
+def squared_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||f(x) - onehot(y)||^2, averaged over the batch (the NTK theory's loss)."""
+    return 0.5 * (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).sum(1).mean()
+
+
+def reprogram(
+    cfg: ExperimentConfig,
+    source: nn.Module,
+    td: TargetData,
+    *,
+    n_source: int,
+    progress: ProgressFn | None = None,
+) -> tuple[ReprogrammedModel, FitResult]:
+    """Fit a_theta (and a learned b) on the target task; the source model stays frozen."""
+    t0 = time.perf_counter()
+    device = next(source.parameters()).device
+    gen = seed_everything(cfg.seed)
+    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    x_train, y_train = td.x_train.to(device), td.y_train.to(device)
+    x_test, y_test = td.x_test.to(device), td.y_test.to(device)
+    x_kern, y_kern = td.x_kernel.to(device), td.y_kernel.to(device)
+    if cfg.optimizer == OptimizerKind.SGD.value:
+        # Full-batch gradient descent on the kernel samples: the setting the NTK prediction models.
+        x_train, y_train = x_kern, y_kern
+
+    if cfg.mapping in (MappingKind.FLM.value, MappingKind.ILM.value):
+        fit_frequency_mapping(model.mapping, _source_logits(model, x_train), y_train)
+
+    params = [p for p in model.transform.parameters()]
+    if getattr(model.mapping, "learned", False):
+        params += list(model.mapping.parameters())
+    loss_fn = squared_loss if cfg.loss == LossKind.MSE.value else F.cross_entropy
+    curves = FitCurves()
+    initial_acc = _accuracy(model, x_test, y_test)
+    _record_eval(curves, 0, model, x_test, y_test, x_kern, y_kern, initial_acc)
+    stopped = ""
+    steps = cfg.steps if params else 0
+    if steps:
+        opt = _optimizer(cfg, params)
+        batch = len(y_train) if cfg.optimizer == OptimizerKind.SGD.value else cfg.batch_size
+        last_good = copy.deepcopy([p.detach() for p in params])
+        for step in range(1, steps + 1):
+            idx = torch.randint(len(y_train), (min(batch, len(y_train)),), generator=gen)
+            if batch >= len(y_train):
+                idx = torch.arange(len(y_train))
+            idx = idx.to(device)
+            logits = model(x_train[idx])
+            loss = loss_fn(logits, y_train[idx])
+            if not torch.isfinite(loss):
+                with torch.no_grad():
+                    for p, good in zip(params, last_good):
+                        p.copy_(good)
+                stopped = (
+                    f"loss became {loss.item()} at step {step}; stopped and kept the parameters "
+                    f"of step {step - 1}. Lower the learning rate (now {cfg.effective_lr:g})."
+                )
+                break
+            last_good = [p.detach().clone() for p in params]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            curves.step.append(step)
+            curves.train_loss.append(float(loss.item()))
+            curves.train_acc.append(float((logits.argmax(1) == y_train[idx]).float().mean()))
+            if cfg.mapping == MappingKind.ILM.value and step % cfg.eval_every == 0:
+                fit_frequency_mapping(model.mapping, _source_logits(model, x_train), y_train)
+            if step % cfg.eval_every == 0 or step == steps:
+                _record_eval(curves, step, model, x_test, y_test, x_kern, y_kern)
+            if progress:
+                progress(step / steps, f"reprogramming fit: step {step}/{steps}")
+    final_acc = _accuracy(model, x_test, y_test)
+    last_step = curves.step[-1] if curves.step else 0
+    if stopped and curves.eval_step[-1] != last_step:
+        _record_eval(curves, last_step, model, x_test, y_test, x_kern, y_kern, final_acc)
+    before, after = _examples(model, td.x_test[:N_EXAMPLES].to(device), cfg.source_size)
+    prompt = model.transform.prompt_image()
+    result = FitResult(
+        config=cfg.to_dict(),
+        weights=cfg.weights_label,
+        transform=cfg.transform,
+        n_params_transform=model.transform.n_params,
+        source_test_acc=float("nan"),  # filled in by the caller, who knows the source record
+        target_test_acc=final_acc,
+        initial_test_acc=initial_acc,
+        baseline_test_acc=None,
+        curves=curves,
+        mapping=model.mapping.as_list(),
+        examples_before=before,
+        examples_after=after,
+        prompt=_to_list(prompt) if prompt is not None else None,
+        seconds=time.perf_counter() - t0,
+        stopped=stopped,
+    )
+    return model, result
+
+
+def baseline_accuracy(cfg: ExperimentConfig, source: nn.Module, td: TargetData,
+                      n_source: int) -> float:
+    """Target test accuracy of the same source with transform ``none`` (and the same mapping kind;
+    FLM/ILM are fitted on the resized images, a learned mapping is trained alone)."""
+    base = cfg.replace(transform="none")
+    _, res = reprogram(base, source, td, n_source=n_source)
+    return res.target_test_acc
+
+
+def _optimizer(cfg: ExperimentConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if cfg.optimizer == OptimizerKind.SGD.value:
+        return torch.optim.SGD(params, lr=cfg.effective_lr)
+    return torch.optim.Adam(params, lr=cfg.effective_lr)
+
+
+@torch.no_grad()
+def _source_logits(model: ReprogrammedModel, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([model.source(model.transform(x[i : i + batch]))
+                      for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((_predict(model, x).argmax(1) == y).float().mean())
+
+
+def _record_eval(curves: FitCurves, step: int, model: nn.Module, x_test, y_test, x_kern, y_kern,
+                 test_acc: float | None = None) -> None:
+    curves.eval_step.append(step)
+    curves.test_acc.append(test_acc if test_acc is not None else _accuracy(model, x_test, y_test))
+    with torch.no_grad():
+        curves.kernel_loss.append(float(squared_loss(_predict(model, x_kern), y_kern)))
+
+
+@torch.no_grad()
+def _examples(model: ReprogrammedModel, x: torch.Tensor, s: int) -> tuple[list, list]:
+    before = data.resize(x, s).clamp(0, 1)
+    after = model.transform(x).clamp(0, 1)
+    return [_to_list(b) for b in before], [_to_list(a) for a in after]
+
+
+def _to_list(t: torch.Tensor) -> list:
+    """A (3, H, W) image as nested lists rounded to 3 decimals (compact JSON)."""
+    return (t.detach().float().cpu() * 1000).round().div(1000).tolist()

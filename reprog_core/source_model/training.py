@@ -1,0 +1,211 @@
+"""Train a source model on its source data set once; store it on disk; reuse it for the same config.
+
+Training is deterministic for a seed on the CPU, stops early on a held-out validation split, and
+reports source train and test accuracy. For ``clip-cnn`` only the head is trained, on frozen
+backbone features computed once per data set.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reprog_core import data
+from reprog_core.config import ExperimentConfig, SOURCE_FIELDS
+from reprog_core.results import SourceResult
+from reprog_core.runtime import cache_dir, resolve_device, seed_everything
+from reprog_core.source_model import build_source_model, count_params
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+SOURCE_TEST_PER_CLASS = 200  # cap on source test images per class: keeps evaluation cheap
+PATIENCE = 2  # epochs without validation improvement before stopping
+
+
+@dataclass
+class SourceData:
+    """Source images resized to s x s. x_* (N, 3, s, s) float32 in [0, 1], y_* (N,) int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+
+
+def source_data(cfg: ExperimentConfig) -> SourceData:
+    """The source training/test images for ``cfg`` (subsampled per class, seeded)."""
+    ds = data.load_dataset(cfg.source_data, cfg.data_root or None, seed=cfg.seed)
+    ds = ds.subsample(cfg.source_per_class, cfg.seed, "train")
+    ds = ds.subsample(SOURCE_TEST_PER_CLASS, cfg.seed, "test")
+    s = cfg.source_size
+    return SourceData(data.resize(ds.x_train, s), ds.y_train, data.resize(ds.x_test, s),
+                      ds.y_test, ds.classes)
+
+
+def stored_source_path(cfg: ExperimentConfig) -> Path:
+    return cache_dir("sources") / f"{cfg.source_key()}.pt"
+
+
+def load_or_train_source(
+    cfg: ExperimentConfig,
+    *,
+    device: str | torch.device | None = None,
+    progress: ProgressFn | None = None,
+    retrain: bool = False,
+) -> tuple[nn.Module, SourceResult]:
+    """The trained, frozen source model for ``cfg`` and its record.
+
+    The same source config never retrains: the trained weights are stored under the source key
+    in ``cache_dir('sources')``. A stored file that cannot be read is discarded (with a warning)
+    and the model retrained.
+    """
+    dev = resolve_device(str(device) if device is not None else None)
+    path = stored_source_path(cfg)
+    n_classes = data.dataset_spec(cfg.source_data).n_classes
+    if path.exists() and not retrain:
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            seed_everything(cfg.seed)
+            model = build_source_model(cfg, n_classes, device=dev)
+            _trainable(model).load_state_dict(stored["state_dict"])
+            result = SourceResult(**stored["result"])
+            if progress:
+                progress(1.0, "source model loaded from store")
+            return _freeze(model.to(dev)), result
+        except Exception as exc:  # noqa: BLE001 - any unreadable store entry means: retrain
+            log.warning("stored source model %s is unreadable (%s); retraining", path, exc)
+            path.unlink(missing_ok=True)
+    model, result = train_source(cfg, device=dev, progress=progress)
+    _atomic_save({"state_dict": _trainable(model).state_dict(), "result": result.to_dict()}, path)
+    return model, result
+
+
+def train_source(
+    cfg: ExperimentConfig, *, device: torch.device, progress: ProgressFn | None = None
+) -> tuple[nn.Module, SourceResult]:
+    """Train a fresh source model on ``cfg.source_data``; returns it frozen, with its record."""
+    t0 = time.perf_counter()
+    if progress:
+        progress(0.0, "loading source data")
+    sd = source_data(cfg)
+    gen = seed_everything(cfg.seed)
+    model = build_source_model(cfg, len(sd.classes), device=device).to(device)
+    trainable = _trainable(model)
+
+    # The frozen backbone runs once per data set; the head trains on its stored features.
+    if hasattr(model, "backbone"):
+        from reprog_core.source_model.clip_backbone import backbone_features
+
+        if progress:
+            progress(0.02, "computing frozen backbone features")
+        tag = f"{cfg.source_data}-s{cfg.source_size}-k{cfg.source_per_class}-seed{cfg.seed}"
+        x_train = backbone_features(model.backbone, sd.x_train.to(device), cache_key=tag + "-train")
+        x_test = backbone_features(model.backbone, sd.x_test.to(device), cache_key=tag + "-test")
+    else:
+        x_train, x_test = sd.x_train.to(device), sd.x_test.to(device)
+    y_train, y_test = sd.y_train.to(device), sd.y_test.to(device)
+
+    # Hold out 10% of the training images for early stopping.
+    perm = torch.randperm(len(y_train), generator=gen).to(device)
+    n_val = max(len(sd.classes), len(y_train) // 10)
+    val_idx, fit_idx = perm[:n_val], perm[n_val:]
+
+    lr = 1e-2 if cfg.ntk_init else 2e-3
+    opt = torch.optim.Adam(trainable.parameters(), lr=lr)
+    best_val, best_state, bad_epochs, history = -1.0, None, 0, []
+    batch = 64
+    n_batches = (len(fit_idx) + batch - 1) // batch
+    epoch = 0
+    for epoch in range(1, cfg.source_epochs + 1):
+        trainable.train()
+        order = fit_idx[torch.randperm(len(fit_idx), generator=gen).to(device)]
+        total = 0.0
+        for b in range(n_batches):
+            idx = order[b * batch : (b + 1) * batch]
+            loss = F.cross_entropy(trainable(x_train[idx]), y_train[idx])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"source training diverged (loss {loss.item()}) at epoch {epoch}; "
+                    "try a smaller width or ntk_init=False"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            if progress:
+                progress(0.05 + 0.9 * ((epoch - 1) + (b + 1) / n_batches) / cfg.source_epochs,
+                         f"training source model: epoch {epoch}/{cfg.source_epochs}")
+        val_acc = _accuracy(trainable, x_train[val_idx], y_train[val_idx])
+        history.append({"epoch": epoch, "loss": total / len(fit_idx), "val_acc": val_acc})
+        if val_acc > best_val:
+            best_val, best_state, bad_epochs = val_acc, copy.deepcopy(trainable.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= PATIENCE:
+                break
+    if best_state is not None:
+        trainable.load_state_dict(best_state)
+    result = SourceResult(
+        key=cfg.source_key(),
+        config={k: getattr(cfg, k) for k in SOURCE_FIELDS},
+        weights=cfg.weights_label,
+        source_train_acc=_accuracy(trainable, x_train, y_train),
+        source_test_acc=_accuracy(trainable, x_test, y_test),
+        n_params_trainable=count_params(trainable),
+        n_params_frozen=count_params(model) - count_params(trainable),
+        epochs_run=epoch,
+        seconds=time.perf_counter() - t0,
+        history=history,
+    )
+    if progress:
+        progress(1.0, "source model trained")
+    return _freeze(model), result
+
+
+def _trainable(model: nn.Module) -> nn.Module:
+    """The part of a source model that source training updates (the head for clip-cnn)."""
+    return model.head if hasattr(model, "head") else model
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    was_training = model.training
+    model.eval()
+    correct = sum(
+        (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
+        for i in range(0, len(y), batch)
+    )
+    model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
