@@ -113,3 +113,20 @@ class KernelResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON accepts: NaN/inf become None, tensors/arrays lists."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return json_safe(obj.tolist())
+    if hasattr(obj, "to_dict"):
+        return json_safe(obj.to_dict())
+    return obj

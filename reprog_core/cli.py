@@ -1,0 +1,285 @@
+"""``python -m reprog_core``: data sets, source training, fits, kernels, the cache and sweeps.
+
+Every computing command goes through the cached backend, so a repeated command is instant and
+``--json`` says how its result was obtained (``"cache": "computed" | "joined" | "hit"``).
+Bad flags and bad values get a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from reprog_core.config import (
+    ConfigError,
+    ExperimentConfig,
+    KernelForm,
+    LossKind,
+    MappingKind,
+    OptimizerKind,
+    SourceFamily,
+    TransformKind,
+)
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _choices(enum) -> list[str]:
+    return [e.value for e in enum]
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """The experiment knobs; each maps onto one ExperimentConfig field."""
+    d = ExperimentConfig.__dataclass_fields__
+    g = p.add_argument_group("experiment")
+    g.add_argument("--source-family", choices=_choices(SourceFamily),
+                   default=d["source_family"].default)
+    g.add_argument("--backbone", default=d["backbone"].default,
+                   help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit")
+    g.add_argument("--weights", default=d["weights"].default,
+                   help="clip-cnn backbone weights: 'random', a pretrained tag, or a checkpoint file")
+    g.add_argument("--depth", type=int, default=d["depth"].default)
+    g.add_argument("--width", type=int, default=d["width"].default)
+    g.add_argument("--ntk-init", action="store_true", help="NTK parameterisation of the source")
+    g.add_argument("--source-data", default=d["source_data"].default)
+    g.add_argument("--source-size", type=int, default=d["source_size"].default)
+    g.add_argument("--source-per-class", type=int, default=d["source_per_class"].default)
+    g.add_argument("--source-epochs", type=int, default=d["source_epochs"].default)
+    g.add_argument("--target", default=d["target"].default)
+    g.add_argument("--target-size", type=int, default=d["target_size"].default)
+    g.add_argument("--target-per-class", type=int, default=d["target_per_class"].default)
+    g.add_argument("--transform", choices=_choices(TransformKind), default=d["transform"].default)
+    g.add_argument("--mapping", choices=_choices(MappingKind), default=d["mapping"].default)
+    g.add_argument("--loss", choices=_choices(LossKind), default=d["loss"].default)
+    g.add_argument("--optimizer", choices=_choices(OptimizerKind), default=d["optimizer"].default)
+    g.add_argument("--steps", type=int, default=d["steps"].default)
+    g.add_argument("--lr", type=float, default=d["lr"].default, help="0 = the transform's default")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"].default)
+    g.add_argument("--eval-every", type=int, default=d["eval_every"].default)
+    g.add_argument("--n", dest="n_kernel", type=int, default=d["n_kernel"].default,
+                   help="kernel samples N")
+    g.add_argument("--kernel", dest="kernel_form", choices=_choices(KernelForm),
+                   default=d["kernel_form"].default)
+    g.add_argument("--seed", type=int, default=d["seed"].default)
+    g.add_argument("--data-root", default="", help="folder of downloadable data sets "
+                   "(default $REPROG_DATA_ROOT or <cache>/data)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    fields = ExperimentConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    return ExperimentConfig(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m reprog_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("datasets", help="list the registered data sets")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train-source", help="train (or load) the source model")
+    _add_config_flags(p)
+
+    p = sub.add_parser("fit", help="reprogram: fit the input transformation on the target task")
+    _add_config_flags(p)
+
+    p = sub.add_parser("ntk", help="target NTK (w.r.t. the transformation) or source NTK")
+    _add_config_flags(p)
+    p.add_argument("--wrt", choices=["transform", "source"], default="transform")
+    p.add_argument("--method", choices=["auto", "structured", "jacobian"], default="auto")
+
+    p = sub.add_parser("cache", help="inspect, clear or warm the result cache")
+    p.add_argument("action", choices=["info", "ls", "clear", "warm"])
+    p.add_argument("--kind", default=None, help="clear only this task kind")
+    p.add_argument("--preset", default="default", help="warm: the preset grid to precompute")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("sweep", help="run a grid of experiments and write a report")
+    _add_config_flags(p)
+    p.add_argument("--preset", default=None, help="e.g. paper-depth")
+    p.add_argument("--depths", default=None, help="comma list, e.g. 1,2,3")
+    p.add_argument("--transforms", default=None, help="comma list, e.g. vp,fc")
+    p.add_argument("--seeds", default=None, help="comma list, e.g. 0,1")
+    p.add_argument("--out", default="sweeps/latest", help="output folder")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start local)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        sys.stderr.write(f"python -m reprog_core: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI reports failures in one line, no traceback
+        from reprog_core.backend import BackendError
+        from reprog_core.data import DatasetError
+
+        known = (BackendError, DatasetError, FloatingPointError, ValueError, RuntimeError, OSError)
+        if not isinstance(exc, known):
+            raise
+        sys.stderr.write(f"python -m reprog_core {args.command}: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------- commands
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from reprog_core import data
+
+    rows = []
+    for name in data.list_datasets():
+        s = data.dataset_spec(name)
+        rows.append({"name": name, "classes": s.n_classes, "size": list(s.image_size),
+                     "channels": s.channels, "offline": s.offline, "description": s.description})
+    if args.json:
+        _print_json({"datasets": rows})
+    else:
+        for r in rows:
+            where = "offline" if r["offline"] else "data root"
+            print(f"{r['name']:<14} {r['classes']:>4} classes  {r['size'][0]}x{r['size'][1]}  "
+                  f"{where:<9}  {r['description']}")
+    return 0
+
+
+def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict[str, Any]:
+    from reprog_core.backend import default_backend
+
+    backend = default_backend()
+    if args.device:
+        params = {**params, "device": args.device}
+    quiet = args.json or not sys.stderr.isatty()
+
+    def show(status) -> None:
+        if not quiet:
+            sys.stderr.write(f"\r{status.stage[:70]:<70} {100 * status.progress:5.1f}%")
+
+    result = backend.run(kind, cfg, params, progress_cb=show)
+    if not quiet:
+        sys.stderr.write("\n")
+    return result
+
+
+def _cmd_train_source(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    res = _run("source", cfg, {}, args)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"source {cfg.source_family} depth {cfg.depth} on {cfg.source_data} "
+              f"(weights: {res['weights']}): train acc {res['source_train_acc']:.3f}, "
+              f"test acc {res['source_test_acc']:.3f}, {res['epochs_run']} epochs, "
+              f"{res['seconds']:.1f} s [{res['cache']}]")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    res = _run("fit", cfg, {}, args)
+    if res.get("stopped"):
+        sys.stderr.write(f"warning: {res['stopped']}\n")
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{cfg.source_data} -> {cfg.target} with {cfg.transform} "
+              f"({res['n_params_transform']} parameters, weights: {res['weights']}): "
+              f"source test acc {res['source_test_acc']:.3f}; target test acc "
+              f"{res['initial_test_acc']:.3f} -> {res['target_test_acc']:.3f} "
+              f"(baseline 'none': {res['baseline_test_acc']:.3f}); {res['seconds']:.1f} s "
+              f"[{res['cache']}]")
+    return 0
+
+
+def _cmd_ntk(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    res = _run("ntk", cfg, {"wrt": args.wrt, "method": args.method}, args)
+    if args.json:
+        stats = res.get("stats") or {}
+        flat = {
+            "config": res.get("config", cfg.to_dict()), "weights": res.get("weights"),
+            "method": res.get("method"), "kernel": res.get("kernel", cfg.kernel_form),
+            "n": res.get("n", cfg.n_kernel), "wrt": args.wrt,
+            "eigenvalues": stats.get("eigenvalues"), **{k: v for k, v in stats.items()
+                                                        if k != "eigenvalues"},
+            "seconds": res.get("seconds"), "cache": res["cache"], "key": res["key"],
+        }
+        flat.update({k: v for k, v in res.items() if k not in flat and k != "stats"})
+        _print_json(flat)
+    else:
+        stats = res.get("stats") or {}
+        print(f"{args.wrt} NTK ({res.get('kernel')}, N={res.get('n')}, method {res.get('method')},"
+              f" weights: {res.get('weights')}): lambda_max {stats.get('lambda_max', math.nan):.4g},"
+              f" lambda_min {stats.get('lambda_min', math.nan):.4g}, rank {stats.get('rank')}"
+              f" (tol {stats.get('rank_tol', math.nan):.2g}), effective rank "
+              f"{stats.get('effective_rank', math.nan):.2f}, {res.get('seconds', 0):.2f} s "
+              f"[{res['cache']}]")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from reprog_core import backend as be
+
+    b = be.default_backend()
+    if args.action == "info":
+        out: Any = be.cache_info(b)
+    elif args.action == "ls":
+        out = be.cache_ls(b)
+    elif args.action == "clear":
+        out = {"removed": be.cache_clear(b, kind=args.kind)}
+    else:
+        def show(msg: Any) -> None:
+            if not args.json:
+                print(msg, file=sys.stderr)
+
+        out = be.warm(b, args.preset, show)
+    if args.json:
+        _print_json(out if isinstance(out, dict) else {"entries": out})
+    elif isinstance(out, list):
+        for row in out:
+            print(json.dumps(row, default=str))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from reprog_core import sweep
+
+    return sweep.main_from_args(args)
+
+
+_COMMANDS = {
+    "datasets": _cmd_datasets,
+    "train-source": _cmd_train_source,
+    "fit": _cmd_fit,
+    "ntk": _cmd_ntk,
+    "cache": _cmd_cache,
+    "sweep": _cmd_sweep,
+}
+
+
+def _print_json(obj: Any) -> None:
+    """One strict-JSON object on stdout (NaN/inf become null)."""
+    from reprog_core.results import json_safe
+
+    print(json.dumps(json_safe(obj), default=str, allow_nan=False))

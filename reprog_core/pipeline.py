@@ -1,0 +1,220 @@
+"""The computations the backend serves, as plain functions: config in, JSON-safe dict out.
+
+data -> source model -> transform -> (kernel, fit) -> spectrum. Each function takes an optional
+``progress(fraction, stage)`` callback (which may raise to cancel) and can be called directly,
+without the backend; ``register_tasks`` makes them the backend's task kinds.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reprog_core import __version__, data
+from reprog_core.config import CODE_VERSION, ExperimentConfig
+from reprog_core.fit import TargetData, baseline_accuracy, build_reprogrammed, reprogram, target_data
+from reprog_core.results import KernelResult
+from reprog_core.runtime import resolve_device, seed_everything
+from reprog_core.source_model.training import load_or_train_source
+
+ProgressFn = Callable[[float, str], None]
+
+
+def versions(cfg: ExperimentConfig | None = None) -> dict[str, str]:
+    """Versions that determine a result: this package, its code/data versions, torch, open_clip."""
+    v = {"reprog_core": __version__, "code": CODE_VERSION, "data": data.DATA_VERSION,
+         "torch": torch.__version__}
+    if cfg is None or cfg.uses_backbone:
+        try:
+            v["open_clip"] = importlib.metadata.version("open_clip_torch")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return v
+
+
+def _stage(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn | None:
+    """Map a sub-step's [0, 1] progress into [lo, hi] of the whole task."""
+    if progress is None:
+        return None
+    return lambda f, stage: progress(lo + (hi - lo) * f, stage)
+
+
+def run_source(cfg: ExperimentConfig, progress: ProgressFn | None = None,
+               device: str | None = None) -> dict[str, Any]:
+    """Train (or load) the source model; its record."""
+    _, res = load_or_train_source(cfg, device=device, progress=progress)
+    return {"config": cfg.to_dict(), "versions": versions(cfg), **res.to_dict()}
+
+
+def run_fit(cfg: ExperimentConfig, progress: ProgressFn | None = None,
+            device: str | None = None, baseline: bool = True) -> dict[str, Any]:
+    """Source model (stored or trained), then the reprogramming fit and the ``none`` baseline."""
+    source, src = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.4))
+    td = target_data(cfg)
+    n_source = data.dataset_spec(cfg.source_data).n_classes
+    _, fit = reprogram(cfg, source, td, n_source=n_source, progress=_stage(progress, 0.4, 0.95))
+    fit.source_test_acc = src.source_test_acc
+    if baseline:
+        fit.baseline_test_acc = baseline_accuracy(cfg, source, td, n_source)
+    if progress:
+        progress(1.0, "done")
+    return {"versions": versions(cfg), **fit.to_dict()}
+
+
+def run_ntk(cfg: ExperimentConfig, progress: ProgressFn | None = None,
+            device: str | None = None, *, n: int | None = None, kernel: str | None = None,
+            wrt: str = "transform", method: str = "auto", keep_gram: bool = False,
+            **_: Any) -> dict[str, Any]:
+    """The target NTK w.r.t. theta at initialisation on N target samples (``wrt='transform'``)
+    or the source NTK w.r.t. the source model's trainable parameters (``wrt='source'``)."""
+    from reprog_core import ntk
+
+    if n is not None and n != cfg.n_kernel:
+        cfg = cfg.replace(n_kernel=int(n))
+    if kernel is not None and kernel != cfg.kernel_form:
+        cfg = cfg.replace(kernel_form=kernel)
+    if wrt == "source":
+        t0 = time.perf_counter()
+        out = ntk.source_ntk(cfg, kernel=cfg.kernel_form, device=device)
+        out.setdefault("seconds", time.perf_counter() - t0)
+        return {"versions": versions(cfg), "config": cfg.to_dict(), "weights": cfg.weights_label,
+                **out}
+    source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
+    td = target_data(cfg)
+    if progress:
+        progress(0.5, f"target NTK on {cfg.n_kernel} samples")
+    res = _target_kernel(cfg, source, td, method=method, keep_gram=keep_gram)
+    if progress:
+        progress(1.0, "done")
+    return {"versions": versions(cfg), **res.to_dict()}
+
+
+def _target_kernel(cfg: ExperimentConfig, source: torch.nn.Module, td: TargetData, *,
+                   method: str = "auto", keep_gram: bool = False) -> KernelResult:
+    """Kernel, spectrum and NTK-predicted squared-loss dynamics at theta_0 on the kernel samples."""
+    from reprog_core import ntk
+
+    n_source = data.dataset_spec(cfg.source_data).n_classes
+    seed_everything(cfg.seed)
+    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    device = next(source.parameters()).device
+    x, y = td.x_kernel.to(device), td.y_kernel.to(device)
+    if cfg.mapping in ("flm", "ilm"):
+        from reprog_core.fit import _source_logits
+        from reprog_core.label_mapping import fit_frequency_mapping
+
+        # The kernel is taken at the mapping the fit starts from.
+        fit_frequency_mapping(model.mapping, _source_logits(model, td.x_train.to(device)),
+                              td.y_train.to(device))
+    t0 = time.perf_counter()
+    K, info = ntk.target_ntk(model, x, kernel=cfg.kernel_form, method=method)
+    seconds = time.perf_counter() - t0
+    stats = ntk.spectrum(K, y)
+    with torch.no_grad():
+        f0 = model(x)
+    r0 = f0 - F.one_hot(y, f0.shape[1]).to(f0.dtype)
+    dynamics = ntk.ntk_dynamics(K, r0, lr=_dynamics_lr(cfg), steps=max(cfg.steps, 1),
+                                kernel_form=cfg.kernel_form, eval_steps=None)
+    return KernelResult(
+        config=cfg.to_dict(),
+        weights=cfg.weights_label,
+        wrt="transform",
+        kernel=cfg.kernel_form,
+        method=info["method"],
+        n=len(y),
+        n_outputs=f0.shape[1],
+        n_params=info["n_params"],
+        stats=stats,
+        seconds=seconds,
+        dynamics=dynamics,
+        gram=K.double().cpu().tolist() if keep_gram else None,
+    )
+
+
+def _dynamics_lr(cfg: ExperimentConfig) -> float:
+    """The step size the NTK prediction uses: the fit's learning rate (exact for optimizer 'sgd')."""
+    return cfg.effective_lr
+
+
+def run_explore(cfg: ExperimentConfig, progress: ProgressFn | None = None,
+                device: str | None = None, **_: Any) -> dict[str, Any]:
+    """Everything the Explore page shows: source record, target kernel + spectrum + predicted
+    dynamics, the fit with its curves, and the ``none`` baseline."""
+    dev = resolve_device(device)
+    source, src = load_or_train_source(cfg, device=dev, progress=_stage(progress, 0, 0.35))
+    td = target_data(cfg)
+    n_source = data.dataset_spec(cfg.source_data).n_classes
+    if progress:
+        progress(0.35, f"target NTK on {cfg.n_kernel} samples")
+    kernel = (_target_kernel(cfg, source, td) if cfg.transform != "none" else None)
+    _, fit = reprogram(cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93))
+    fit.source_test_acc = src.source_test_acc
+    if progress:
+        progress(0.95, "baseline: the same source with transform 'none'")
+    fit.baseline_test_acc = (fit.target_test_acc if cfg.transform == "none"
+                             else baseline_accuracy(cfg, source, td, n_source))
+    if progress:
+        progress(1.0, "done")
+    return {
+        "config": cfg.to_dict(),
+        "versions": versions(cfg),
+        "weights": cfg.weights_label,
+        "source": src.to_dict(),
+        "fit": fit.to_dict(),
+        "kernel": kernel.to_dict() if kernel else None,
+    }
+
+
+def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One flat table row from an explore result (for sweeps and the depth page)."""
+    cfg, fit, kern = result["config"], result["fit"], result.get("kernel") or {}
+    stats = kern.get("stats") or {}
+    nan = math.nan
+    return {
+        "source_family": cfg["source_family"], "backbone": cfg["backbone"],
+        "weights": result["weights"], "source_data": cfg["source_data"], "target": cfg["target"],
+        "depth": cfg["depth"], "width": cfg["width"], "transform": cfg["transform"],
+        "mapping": cfg["mapping"], "seed": cfg["seed"], "steps": cfg["steps"],
+        "n_kernel": cfg["n_kernel"], "kernel_form": cfg["kernel_form"],
+        "source_test_acc": result["source"]["source_test_acc"],
+        "target_test_acc": fit["target_test_acc"],
+        "baseline_test_acc": fit["baseline_test_acc"],
+        "lambda_max": stats.get("lambda_max", nan), "lambda_min": stats.get("lambda_min", nan),
+        "rank": stats.get("rank", nan), "effective_rank": stats.get("effective_rank", nan),
+        "condition_number": stats.get("condition_number", nan),
+        "trace": stats.get("trace", nan), "alignment": stats.get("alignment", nan),
+        "abs_sum_over_n": stats.get("abs_sum_over_n", nan),
+        "decay_exponent": stats.get("decay_exponent", nan),
+        "n_params_transform": fit["n_params_transform"], "stopped": fit["stopped"],
+    }
+
+
+def _task(fn: Callable[..., dict[str, Any]]):
+    """Adapt a pipeline function to the backend's task signature ``(cfg, params, progress)``."""
+
+    def task(cfg: ExperimentConfig, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        def report(fraction: float, stage: str = "") -> None:
+            progress.update(fraction, stage)
+            progress.check_cancelled()
+
+        return fn(cfg, report, **params)
+
+    task.__name__ = fn.__name__
+    return task
+
+
+def register_tasks() -> None:
+    """Register the pipeline's functions as backend task kinds."""
+    from reprog_core.backend import register_task
+
+    register_task("source", _task(run_source))
+    register_task("fit", _task(run_fit))
+    register_task("ntk", _task(run_ntk))
+    register_task("explore", _task(run_explore))
+    register_task("sweep-point", _task(run_explore))
