@@ -29,7 +29,8 @@ def ensure_torchvision_importable() -> None:
     lib = torch.library.Library("torchvision", "DEF")  # noqa: TID251
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define(
-        "qnms(Tensor dets, Tensor scores, float iou_threshold, float scale, int zero_point) -> Tensor"
+        "qnms(Tensor dets, Tensor scores, float iou_threshold, float scale, int zero_point)"
+        " -> Tensor"
     )
     # Keep a reference so the library registration is not garbage collected.
     globals()["_TORCHVISION_LIB"] = lib

@@ -44,12 +44,19 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """The experiment knobs; each maps onto one ExperimentConfig field."""
     d = ExperimentConfig.__dataclass_fields__
     g = p.add_argument_group("experiment")
-    g.add_argument("--source-family", choices=_choices(SourceFamily),
-                   default=d["source_family"].default)
-    g.add_argument("--backbone", default=d["backbone"].default,
-                   help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit")
-    g.add_argument("--weights", default=d["weights"].default,
-                   help="clip-cnn backbone weights: 'random', a pretrained tag, or a checkpoint file")
+    g.add_argument(
+        "--source-family", choices=_choices(SourceFamily), default=d["source_family"].default
+    )
+    g.add_argument(
+        "--backbone",
+        default=d["backbone"].default,
+        help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit",
+    )
+    g.add_argument(
+        "--weights",
+        default=d["weights"].default,
+        help="clip-cnn backbone weights: 'random', a pretrained tag, or a checkpoint file",
+    )
     g.add_argument("--depth", type=int, default=d["depth"].default)
     g.add_argument("--width", type=int, default=d["width"].default)
     g.add_argument("--ntk-init", action="store_true", help="NTK parameterisation of the source")
@@ -68,13 +75,21 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d["lr"].default, help="0 = the transform's default")
     g.add_argument("--batch-size", type=int, default=d["batch_size"].default)
     g.add_argument("--eval-every", type=int, default=d["eval_every"].default)
-    g.add_argument("--n", dest="n_kernel", type=int, default=d["n_kernel"].default,
-                   help="kernel samples N")
-    g.add_argument("--kernel", dest="kernel_form", choices=_choices(KernelForm),
-                   default=d["kernel_form"].default)
+    g.add_argument(
+        "--n", dest="n_kernel", type=int, default=d["n_kernel"].default, help="kernel samples N"
+    )
+    g.add_argument(
+        "--kernel",
+        dest="kernel_form",
+        choices=_choices(KernelForm),
+        default=d["kernel_form"].default,
+    )
     g.add_argument("--seed", type=int, default=d["seed"].default)
-    g.add_argument("--data-root", default="", help="folder of downloadable data sets "
-                   "(default $REPROG_DATA_ROOT or <cache>/data)")
+    g.add_argument(
+        "--data-root",
+        default="",
+        help="folder of downloadable data sets (default $REPROG_DATA_ROOT or <cache>/data)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -149,15 +164,25 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     for name in data.list_datasets():
         s = data.dataset_spec(name)
-        rows.append({"name": name, "classes": s.n_classes, "size": list(s.image_size),
-                     "channels": s.channels, "offline": s.offline, "description": s.description})
+        rows.append(
+            {
+                "name": name,
+                "classes": s.n_classes,
+                "size": list(s.image_size),
+                "channels": s.channels,
+                "offline": s.offline,
+                "description": s.description,
+            }
+        )
     if args.json:
         _print_json({"datasets": rows})
     else:
         for r in rows:
             where = "offline" if r["offline"] else "data root"
-            print(f"{r['name']:<14} {r['classes']:>4} classes  {r['size'][0]}x{r['size'][1]}  "
-                  f"{where:<9}  {r['description']}")
+            print(
+                f"{r['name']:<14} {r['classes']:>4} classes  {r['size'][0]}x{r['size'][1]}  "
+                f"{where:<9}  {r['description']}"
+            )
     return 0
 
 
@@ -185,10 +210,12 @@ def _cmd_train_source(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
     else:
-        print(f"source {cfg.source_family} depth {cfg.depth} on {cfg.source_data} "
-              f"(weights: {res['weights']}): train acc {res['source_train_acc']:.3f}, "
-              f"test acc {res['source_test_acc']:.3f}, {res['epochs_run']} epochs, "
-              f"{res['seconds']:.1f} s [{res['cache']}]")
+        print(
+            f"source {cfg.source_family} depth {cfg.depth} on {cfg.source_data} "
+            f"(weights: {res['weights']}): train acc {res['source_train_acc']:.3f}, "
+            f"test acc {res['source_test_acc']:.3f}, {res['epochs_run']} epochs, "
+            f"{res['seconds']:.1f} s [{res['cache']}]"
+        )
     return 0
 
 
@@ -200,12 +227,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
     else:
-        print(f"{cfg.source_data} -> {cfg.target} with {cfg.transform} "
-              f"({res['n_params_transform']} parameters, weights: {res['weights']}): "
-              f"source test acc {res['source_test_acc']:.3f}; target test acc "
-              f"{res['initial_test_acc']:.3f} -> {res['target_test_acc']:.3f} "
-              f"(baseline 'none': {res['baseline_test_acc']:.3f}); {res['seconds']:.1f} s "
-              f"[{res['cache']}]")
+        print(
+            f"{cfg.source_data} -> {cfg.target} with {cfg.transform} "
+            f"({res['n_params_transform']} parameters, weights: {res['weights']}): "
+            f"source test acc {res['source_test_acc']:.3f}; target test acc "
+            f"{res['initial_test_acc']:.3f} -> {res['target_test_acc']:.3f} "
+            f"(baseline 'none': {res['baseline_test_acc']:.3f}); {res['seconds']:.1f} s "
+            f"[{res['cache']}]"
+        )
     return 0
 
 
@@ -215,23 +244,30 @@ def _cmd_ntk(args: argparse.Namespace) -> int:
     if args.json:
         stats = res.get("stats") or {}
         flat = {
-            "config": res.get("config", cfg.to_dict()), "weights": res.get("weights"),
-            "method": res.get("method"), "kernel": res.get("kernel", cfg.kernel_form),
-            "n": res.get("n", cfg.n_kernel), "wrt": args.wrt,
-            "eigenvalues": stats.get("eigenvalues"), **{k: v for k, v in stats.items()
-                                                        if k != "eigenvalues"},
-            "seconds": res.get("seconds"), "cache": res["cache"], "key": res["key"],
+            "config": res.get("config", cfg.to_dict()),
+            "weights": res.get("weights"),
+            "method": res.get("method"),
+            "kernel": res.get("kernel", cfg.kernel_form),
+            "n": res.get("n", cfg.n_kernel),
+            "wrt": args.wrt,
+            "eigenvalues": stats.get("eigenvalues"),
+            **{k: v for k, v in stats.items() if k != "eigenvalues"},
+            "seconds": res.get("seconds"),
+            "cache": res["cache"],
+            "key": res["key"],
         }
         flat.update({k: v for k, v in res.items() if k not in flat and k != "stats"})
         _print_json(flat)
     else:
         stats = res.get("stats") or {}
-        print(f"{args.wrt} NTK ({res.get('kernel')}, N={res.get('n')}, method {res.get('method')},"
-              f" weights: {res.get('weights')}): lambda_max {stats.get('lambda_max', math.nan):.4g},"
-              f" lambda_min {stats.get('lambda_min', math.nan):.4g}, rank {stats.get('rank')}"
-              f" (tol {stats.get('rank_tol', math.nan):.2g}), effective rank "
-              f"{stats.get('effective_rank', math.nan):.2f}, {res.get('seconds', 0):.2f} s "
-              f"[{res['cache']}]")
+        print(
+            f"{args.wrt} NTK ({res.get('kernel')}, N={res.get('n')}, method {res.get('method')},"
+            f" weights: {res.get('weights')}): lambda_max {stats.get('lambda_max', math.nan):.4g},"
+            f" lambda_min {stats.get('lambda_min', math.nan):.4g}, rank {stats.get('rank')}"
+            f" (tol {stats.get('rank_tol', math.nan):.2g}), effective rank "
+            f"{stats.get('effective_rank', math.nan):.2f}, {res.get('seconds', 0):.2f} s "
+            f"[{res['cache']}]"
+        )
     return 0
 
 
@@ -246,6 +282,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     elif args.action == "clear":
         out = {"removed": be.cache_clear(b, kind=args.kind)}
     else:
+
         def show(msg: Any) -> None:
             if not args.json:
                 print(msg, file=sys.stderr)

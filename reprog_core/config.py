@@ -193,9 +193,7 @@ class ExperimentConfig:
             return {"vp": 20.0, "vp-full": 5.0, "fc": 0.5, "vp-fc": 0.5, "none": 0.0}[
                 self.transform
             ]
-        return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[
-            self.transform
-        ]
+        return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[self.transform]
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -250,8 +248,10 @@ def _check_choice(name: str, value: Any, enum: type[Enum]) -> None:
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Turn a string from a URL or CLI into the field's type, with a readable error."""
-    target = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool}.get(
-        str(f.type), str
+    target = (
+        f.type
+        if isinstance(f.type, type)
+        else {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
     )
     if isinstance(value, str):
         try:

@@ -60,8 +60,9 @@ def target_data(cfg: ExperimentConfig) -> TargetData:
             f"n_kernel={cfg.n_kernel} but the target training split has only {len(idx)} images "
             f"(target_per_class={cfg.target_per_class}); lower n_kernel"
         )
-    return TargetData(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.x_train[idx],
-                      ds.y_train[idx], ds.classes)
+    return TargetData(
+        ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.x_train[idx], ds.y_train[idx], ds.classes
+    )
 
 
 class ReprogrammedModel(nn.Module):
@@ -75,8 +76,9 @@ class ReprogrammedModel(nn.Module):
         return self.mapping(self.source(self.transform(x)))
 
 
-def build_reprogrammed(cfg: ExperimentConfig, source: nn.Module, n_target: int,
-                       n_source: int) -> ReprogrammedModel:
+def build_reprogrammed(
+    cfg: ExperimentConfig, source: nn.Module, n_target: int, n_source: int
+) -> ReprogrammedModel:
     transform = build_transform(cfg.transform, cfg.source_size, cfg.target_size)
     mapping = build_mapping(cfg.mapping, n_source, n_target)
     device = next(source.parameters()).device
@@ -179,8 +181,9 @@ def reprogram(
     return model, result
 
 
-def baseline_accuracy(cfg: ExperimentConfig, source: nn.Module, td: TargetData,
-                      n_source: int) -> float:
+def baseline_accuracy(
+    cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
+) -> float:
     """Target test accuracy of the same source with transform ``none`` (and the same mapping kind;
     FLM/ILM are fitted on the resized images, a learned mapping is trained alone)."""
     base = cfg.replace(transform="none")
@@ -196,8 +199,9 @@ def _optimizer(cfg: ExperimentConfig, params: list[torch.Tensor]) -> torch.optim
 
 @torch.no_grad()
 def _source_logits(model: ReprogrammedModel, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([model.source(model.transform(x[i : i + batch]))
-                      for i in range(0, len(x), batch)])
+    return torch.cat(
+        [model.source(model.transform(x[i : i + batch])) for i in range(0, len(x), batch)]
+    )
 
 
 @torch.no_grad()
@@ -209,8 +213,16 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((_predict(model, x).argmax(1) == y).float().mean())
 
 
-def _record_eval(curves: FitCurves, step: int, model: nn.Module, x_test, y_test, x_kern, y_kern,
-                 test_acc: float | None = None) -> None:
+def _record_eval(
+    curves: FitCurves,
+    step: int,
+    model: nn.Module,
+    x_test,
+    y_test,
+    x_kern,
+    y_kern,
+    test_acc: float | None = None,
+) -> None:
     curves.eval_step.append(step)
     curves.test_acc.append(test_acc if test_acc is not None else _accuracy(model, x_test, y_test))
     with torch.no_grad():

@@ -50,7 +50,7 @@ def _resize_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
 
 class InputTransform(nn.Module):
-    """Base class. Subclasses define ``forward``: (N, C, H, W) target -> (N, 3, s, s) source input."""
+    """Base class. ``forward``: (N, C, H, W) target images -> (N, 3, s, s) source input."""
 
     kind: str = ""
 

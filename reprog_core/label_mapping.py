@@ -59,8 +59,9 @@ class LinearMapping(nn.Module):
         return None
 
 
-def frequency_assignment(pred_source: torch.Tensor, y_target: torch.Tensor, n_source: int,
-                         n_target: int) -> torch.Tensor:
+def frequency_assignment(
+    pred_source: torch.Tensor, y_target: torch.Tensor, n_source: int, n_target: int
+) -> torch.Tensor:
     """FLM: a one-to-one map target class -> source class maximising how often the prompted
     source model predicts that source class for that target class.
 
@@ -95,10 +96,12 @@ def build_mapping(kind: str, n_source: int, n_target: int) -> nn.Module:
 
 
 @torch.no_grad()
-def fit_frequency_mapping(mapping: IndexMapping, source_logits: torch.Tensor,
-                          y_target: torch.Tensor) -> list[int]:
+def fit_frequency_mapping(
+    mapping: IndexMapping, source_logits: torch.Tensor, y_target: torch.Tensor
+) -> list[int]:
     """Recompute an FLM/ILM assignment in place from source logits (N, c_S) and labels (N,)."""
-    idx = frequency_assignment(source_logits.argmax(1), y_target, mapping.n_source,
-                               len(mapping.indices))
+    idx = frequency_assignment(
+        source_logits.argmax(1), y_target, mapping.n_source, len(mapping.indices)
+    )
     mapping.set_indices(idx.to(mapping.indices.device))
     return mapping.as_list()

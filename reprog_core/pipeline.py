@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from reprog_core import __version__, data
 from reprog_core.config import CODE_VERSION, ExperimentConfig
-from reprog_core.fit import TargetData, baseline_accuracy, build_reprogrammed, reprogram, target_data
+from reprog_core.fit import (
+    TargetData,
+    baseline_accuracy,
+    build_reprogrammed,
+    reprogram,
+    target_data,
+)
 from reprog_core.results import KernelResult
 from reprog_core.runtime import resolve_device, seed_everything
 from reprog_core.source_model.training import load_or_train_source
@@ -28,8 +34,12 @@ ProgressFn = Callable[[float, str], None]
 
 def versions(cfg: ExperimentConfig | None = None) -> dict[str, str]:
     """Versions that determine a result: this package, its code/data versions, torch, open_clip."""
-    v = {"reprog_core": __version__, "code": CODE_VERSION, "data": data.DATA_VERSION,
-         "torch": torch.__version__}
+    v = {
+        "reprog_core": __version__,
+        "code": CODE_VERSION,
+        "data": data.DATA_VERSION,
+        "torch": torch.__version__,
+    }
     if cfg is None or cfg.uses_backbone:
         try:
             v["open_clip"] = importlib.metadata.version("open_clip_torch")
@@ -45,15 +55,20 @@ def _stage(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn | No
     return lambda f, stage: progress(lo + (hi - lo) * f, stage)
 
 
-def run_source(cfg: ExperimentConfig, progress: ProgressFn | None = None,
-               device: str | None = None) -> dict[str, Any]:
+def run_source(
+    cfg: ExperimentConfig, progress: ProgressFn | None = None, device: str | None = None
+) -> dict[str, Any]:
     """Train (or load) the source model; its record."""
     _, res = load_or_train_source(cfg, device=device, progress=progress)
     return {"config": cfg.to_dict(), "versions": versions(cfg), **res.to_dict()}
 
 
-def run_fit(cfg: ExperimentConfig, progress: ProgressFn | None = None,
-            device: str | None = None, baseline: bool = True) -> dict[str, Any]:
+def run_fit(
+    cfg: ExperimentConfig,
+    progress: ProgressFn | None = None,
+    device: str | None = None,
+    baseline: bool = True,
+) -> dict[str, Any]:
     """Source model (stored or trained), then the reprogramming fit and the ``none`` baseline."""
     source, src = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.4))
     td = target_data(cfg)
@@ -67,10 +82,18 @@ def run_fit(cfg: ExperimentConfig, progress: ProgressFn | None = None,
     return {"versions": versions(cfg), **fit.to_dict()}
 
 
-def run_ntk(cfg: ExperimentConfig, progress: ProgressFn | None = None,
-            device: str | None = None, *, n: int | None = None, kernel: str | None = None,
-            wrt: str = "transform", method: str = "auto", keep_gram: bool = False,
-            **_: Any) -> dict[str, Any]:
+def run_ntk(
+    cfg: ExperimentConfig,
+    progress: ProgressFn | None = None,
+    device: str | None = None,
+    *,
+    n: int | None = None,
+    kernel: str | None = None,
+    wrt: str = "transform",
+    method: str = "auto",
+    keep_gram: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     """The target NTK w.r.t. theta at initialisation on N target samples (``wrt='transform'``)
     or the source NTK w.r.t. the source model's trainable parameters (``wrt='source'``)."""
     from reprog_core import ntk
@@ -83,8 +106,12 @@ def run_ntk(cfg: ExperimentConfig, progress: ProgressFn | None = None,
         t0 = time.perf_counter()
         out = ntk.source_ntk(cfg, kernel=cfg.kernel_form, device=device)
         out.setdefault("seconds", time.perf_counter() - t0)
-        return {"versions": versions(cfg), "config": cfg.to_dict(), "weights": cfg.weights_label,
-                **out}
+        return {
+            "versions": versions(cfg),
+            "config": cfg.to_dict(),
+            "weights": cfg.weights_label,
+            **out,
+        }
     source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
     td = target_data(cfg)
     if progress:
@@ -95,8 +122,14 @@ def run_ntk(cfg: ExperimentConfig, progress: ProgressFn | None = None,
     return {"versions": versions(cfg), **res.to_dict()}
 
 
-def _target_kernel(cfg: ExperimentConfig, source: torch.nn.Module, td: TargetData, *,
-                   method: str = "auto", keep_gram: bool = False) -> KernelResult:
+def _target_kernel(
+    cfg: ExperimentConfig,
+    source: torch.nn.Module,
+    td: TargetData,
+    *,
+    method: str = "auto",
+    keep_gram: bool = False,
+) -> KernelResult:
     """Kernel, spectrum and NTK-predicted squared-loss dynamics at theta_0 on the kernel samples."""
     from reprog_core import ntk
 
@@ -110,8 +143,9 @@ def _target_kernel(cfg: ExperimentConfig, source: torch.nn.Module, td: TargetDat
         from reprog_core.label_mapping import fit_frequency_mapping
 
         # The kernel is taken at the mapping the fit starts from.
-        fit_frequency_mapping(model.mapping, _source_logits(model, td.x_train.to(device)),
-                              td.y_train.to(device))
+        fit_frequency_mapping(
+            model.mapping, _source_logits(model, td.x_train.to(device)), td.y_train.to(device)
+        )
     t0 = time.perf_counter()
     K, info = ntk.target_ntk(model, x, kernel=cfg.kernel_form, method=method)
     seconds = time.perf_counter() - t0
@@ -119,8 +153,14 @@ def _target_kernel(cfg: ExperimentConfig, source: torch.nn.Module, td: TargetDat
     with torch.no_grad():
         f0 = model(x)
     r0 = f0 - F.one_hot(y, f0.shape[1]).to(f0.dtype)
-    dynamics = ntk.ntk_dynamics(K, r0, lr=_dynamics_lr(cfg), steps=max(cfg.steps, 1),
-                                kernel_form=cfg.kernel_form, eval_steps=None)
+    dynamics = ntk.ntk_dynamics(
+        K,
+        r0,
+        lr=_dynamics_lr(cfg),
+        steps=max(cfg.steps, 1),
+        kernel_form=cfg.kernel_form,
+        eval_steps=None,
+    )
     return KernelResult(
         config=cfg.to_dict(),
         weights=cfg.weights_label,
@@ -138,12 +178,13 @@ def _target_kernel(cfg: ExperimentConfig, source: torch.nn.Module, td: TargetDat
 
 
 def _dynamics_lr(cfg: ExperimentConfig) -> float:
-    """The step size the NTK prediction uses: the fit's learning rate (exact for optimizer 'sgd')."""
+    """Step size of the NTK prediction: the fit's learning rate (exact for optimizer 'sgd')."""
     return cfg.effective_lr
 
 
-def run_explore(cfg: ExperimentConfig, progress: ProgressFn | None = None,
-                device: str | None = None, **_: Any) -> dict[str, Any]:
+def run_explore(
+    cfg: ExperimentConfig, progress: ProgressFn | None = None, device: str | None = None, **_: Any
+) -> dict[str, Any]:
     """Everything the Explore page shows: source record, target kernel + spectrum + predicted
     dynamics, the fit with its curves, and the ``none`` baseline."""
     dev = resolve_device(device)
@@ -152,13 +193,16 @@ def run_explore(cfg: ExperimentConfig, progress: ProgressFn | None = None,
     n_source = data.dataset_spec(cfg.source_data).n_classes
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
-    kernel = (_target_kernel(cfg, source, td) if cfg.transform != "none" else None)
+    kernel = _target_kernel(cfg, source, td) if cfg.transform != "none" else None
     _, fit = reprogram(cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93))
     fit.source_test_acc = src.source_test_acc
     if progress:
         progress(0.95, "baseline: the same source with transform 'none'")
-    fit.baseline_test_acc = (fit.target_test_acc if cfg.transform == "none"
-                             else baseline_accuracy(cfg, source, td, n_source))
+    fit.baseline_test_acc = (
+        fit.target_test_acc
+        if cfg.transform == "none"
+        else baseline_accuracy(cfg, source, td, n_source)
+    )
     if progress:
         progress(1.0, "done")
     return {
@@ -177,21 +221,33 @@ def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
     stats = kern.get("stats") or {}
     nan = math.nan
     return {
-        "source_family": cfg["source_family"], "backbone": cfg["backbone"],
-        "weights": result["weights"], "source_data": cfg["source_data"], "target": cfg["target"],
-        "depth": cfg["depth"], "width": cfg["width"], "transform": cfg["transform"],
-        "mapping": cfg["mapping"], "seed": cfg["seed"], "steps": cfg["steps"],
-        "n_kernel": cfg["n_kernel"], "kernel_form": cfg["kernel_form"],
+        "source_family": cfg["source_family"],
+        "backbone": cfg["backbone"],
+        "weights": result["weights"],
+        "source_data": cfg["source_data"],
+        "target": cfg["target"],
+        "depth": cfg["depth"],
+        "width": cfg["width"],
+        "transform": cfg["transform"],
+        "mapping": cfg["mapping"],
+        "seed": cfg["seed"],
+        "steps": cfg["steps"],
+        "n_kernel": cfg["n_kernel"],
+        "kernel_form": cfg["kernel_form"],
         "source_test_acc": result["source"]["source_test_acc"],
         "target_test_acc": fit["target_test_acc"],
         "baseline_test_acc": fit["baseline_test_acc"],
-        "lambda_max": stats.get("lambda_max", nan), "lambda_min": stats.get("lambda_min", nan),
-        "rank": stats.get("rank", nan), "effective_rank": stats.get("effective_rank", nan),
+        "lambda_max": stats.get("lambda_max", nan),
+        "lambda_min": stats.get("lambda_min", nan),
+        "rank": stats.get("rank", nan),
+        "effective_rank": stats.get("effective_rank", nan),
         "condition_number": stats.get("condition_number", nan),
-        "trace": stats.get("trace", nan), "alignment": stats.get("alignment", nan),
+        "trace": stats.get("trace", nan),
+        "alignment": stats.get("alignment", nan),
         "abs_sum_over_n": stats.get("abs_sum_over_n", nan),
         "decay_exponent": stats.get("decay_exponent", nan),
-        "n_params_transform": fit["n_params_transform"], "stopped": fit["stopped"],
+        "n_params_transform": fit["n_params_transform"],
+        "stopped": fit["stopped"],
     }
 
 

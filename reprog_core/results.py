@@ -83,7 +83,9 @@ class SpectrumStats:
     trace: float
     effective_rank: float  # exp(entropy of normalised eigenvalues)
     decay_exponent: float | None  # power-law fit lambda_i ~ i^-alpha on the top of the spectrum
-    alignment: float | None  # y^T K y / (||K||_F ||y||^2), targets described by ``alignment_targets``
+    alignment: (
+        float | None
+    )  # y^T K y / (||K||_F ||y||^2), targets described by ``alignment_targets``
     alignment_targets: str
     abs_sum_over_n: float  # sum_{x,x'} |K(x,x')| / N (the paper's generalisation-gap term)
     n_negative: int  # eigenvalues below -rank_tol (a bug indicator; reported, not clipped)

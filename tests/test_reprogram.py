@@ -12,8 +12,16 @@ from reprog_core.fit import baseline_accuracy, reprogram, target_data
 from reprog_core.source_model.training import load_or_train_source, stored_source_path
 
 # Small enough for a 2-core CI machine, large enough to learn something real.
-SMALL = dict(width=16, depth=2, source_per_class=60, source_epochs=4, target_per_class=40,
-             n_kernel=16, steps=120, eval_every=40)
+SMALL = dict(
+    width=16,
+    depth=2,
+    source_per_class=60,
+    source_epochs=4,
+    target_per_class=40,
+    n_kernel=16,
+    steps=120,
+    eval_every=40,
+)
 
 
 @pytest.fixture(scope="module")

@@ -52,14 +52,16 @@ def test_border_mask_counts():
 
 def test_fc_starts_as_plain_resize():
     x = torch.rand(5, 3, T, T)
-    assert torch.allclose(build_transform("fc", S, T)(x), build_transform("none", S, T)(x),
-                          atol=1e-5)
+    assert torch.allclose(
+        build_transform("fc", S, T)(x), build_transform("none", S, T)(x), atol=1e-5
+    )
 
 
 def test_vp_fc_starts_as_vp():
     x = torch.rand(5, 3, T, T)
-    assert torch.allclose(build_transform("vp-fc", S, T)(x), build_transform("vp", S, T)(x),
-                          atol=1e-6)
+    assert torch.allclose(
+        build_transform("vp-fc", S, T)(x), build_transform("vp", S, T)(x), atol=1e-6
+    )
 
 
 def test_unknown_transform_is_a_clear_error():

@@ -15,7 +15,7 @@ DATA_VERSION = "1"
 
 
 class DatasetError(RuntimeError):
-    """A data set that cannot be loaded; the message says where it was looked for and how to fix it."""
+    """A data set that cannot be loaded; the message says where it looked and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def per_class_indices(y: torch.Tensor, per_class: int, seed: int) -> torch.Tenso
     return torch.from_numpy(np.sort(np.concatenate(keep))).long()
 
 
-def to_float_rgb(images: np.ndarray | torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
+def to_float_rgb(
+    images: np.ndarray | torch.Tensor, channels_last: bool | None = None
+) -> torch.Tensor:
     """Any image stack -> (N, 3, H, W) float32 in [0, 1].
 
     Accepts (N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in {1, 3, 4}; uint8 is divided by
@@ -107,8 +109,9 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if tuple(x.shape[-2:]) == (size, size):
         return x
     shrinking = x.shape[-1] > size or x.shape[-2] > size
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=shrinking)
+    return F.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
 
 
 def split_train_test(

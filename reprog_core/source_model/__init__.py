@@ -1,4 +1,4 @@
-"""Source models f_S: pixel ``cnn`` / ``mlp`` and ``clip-cnn`` (frozen open_clip encoder + CNN head).
+"""Source models f_S: pixel ``cnn`` / ``mlp``, and ``clip-cnn`` (frozen open_clip encoder + head).
 
 ``build_source_model`` makes an untrained model from a config; ``training.load_or_train_source``
 trains it on the source data set once and reuses the stored result.
@@ -13,7 +13,7 @@ from reprog_core.source_model.pixel import ConvStack, PixelCNN, PixelMLP, count_
 
 
 def build_source_model(cfg: ExperimentConfig, n_classes: int, device=None) -> nn.Module:
-    """An untrained source model for ``cfg`` (seeded by the caller). Input (N, 3, s, s) in [0, 1]."""
+    """An untrained source model for ``cfg`` (seeded by the caller). x (N, 3, s, s) in [0, 1]."""
     if cfg.source_family == SourceFamily.CNN.value:
         return PixelCNN(cfg.source_size, cfg.depth, cfg.width, n_classes, cfg.ntk_init)
     if cfg.source_family == SourceFamily.MLP.value:

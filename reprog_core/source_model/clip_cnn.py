@@ -28,8 +28,9 @@ class ClipCNN(nn.Module):
 
         backbone = load_backbone(cfg.backbone, cfg.weights, device=device, seed=cfg.seed)
         c = backbone.feature_shape[0]
-        head = ConvStack(c, cfg.depth, cfg.width, n_classes, cfg.ntk_init,
-                         pool=min(4, backbone.feature_shape[1]))
+        head = ConvStack(
+            c, cfg.depth, cfg.width, n_classes, cfg.ntk_init, pool=min(4, backbone.feature_shape[1])
+        )
         return cls(backbone, head, cfg.source_size)
 
     @property

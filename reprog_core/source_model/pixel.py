@@ -22,8 +22,9 @@ class NTKLinear(nn.Module):
     Shapes: x (N, fan_in) -> y (N, fan_out).
     """
 
-    def __init__(self, fan_in: int, fan_out: int, sigma_w: float = RELU_SIGMA_W,
-                 sigma_b: float = 0.1) -> None:
+    def __init__(
+        self, fan_in: int, fan_out: int, sigma_w: float = RELU_SIGMA_W, sigma_b: float = 0.1
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(fan_out, fan_in))
         self.bias = nn.Parameter(torch.randn(fan_out))
@@ -40,8 +41,9 @@ class NTKConv2d(nn.Module):
     Shapes: x (N, C_in, H, W) -> (N, C_out, H, W).
     """
 
-    def __init__(self, c_in: int, c_out: int, sigma_w: float = RELU_SIGMA_W,
-                 sigma_b: float = 0.1) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, sigma_w: float = RELU_SIGMA_W, sigma_b: float = 0.1
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(c_out, c_in, 3, 3))
         self.bias = nn.Parameter(torch.randn(c_out))
@@ -67,8 +69,15 @@ class ConvStack(nn.Module):
     Shapes: x (N, in_channels, H, W) -> logits (N, n_classes).
     """
 
-    def __init__(self, in_channels: int, depth: int, width: int, n_classes: int,
-                 ntk_init: bool = False, pool: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        depth: int,
+        width: int,
+        n_classes: int,
+        ntk_init: bool = False,
+        pool: int = 4,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -87,8 +96,9 @@ class ConvStack(nn.Module):
 class PixelCNN(nn.Module):
     """The ``cnn`` source family: a ``ConvStack`` on centred pixels. x (N, 3, s, s) in [0, 1]."""
 
-    def __init__(self, input_size: int, depth: int, width: int, n_classes: int,
-                 ntk_init: bool = False) -> None:
+    def __init__(
+        self, input_size: int, depth: int, width: int, n_classes: int, ntk_init: bool = False
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.net = ConvStack(3, depth, width, n_classes, ntk_init)
@@ -104,8 +114,15 @@ class PixelMLP(nn.Module):
     it is exactly the network whose infinite-width NTK ``ntk.analytic.relu_mlp_ntk`` computes.
     """
 
-    def __init__(self, input_size: int, depth: int, width: int, n_classes: int,
-                 ntk_init: bool = False, centre: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        depth: int,
+        width: int,
+        n_classes: int,
+        ntk_init: bool = False,
+        centre: bool = True,
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.centre = centre

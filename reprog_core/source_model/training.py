@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprog_core import data
-from reprog_core.config import ExperimentConfig, SOURCE_FIELDS
+from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
 from reprog_core.results import SourceResult
 from reprog_core.runtime import cache_dir, resolve_device, seed_everything
 from reprog_core.source_model import build_source_model, count_params
@@ -50,8 +50,9 @@ def source_data(cfg: ExperimentConfig) -> SourceData:
     ds = ds.subsample(cfg.source_per_class, cfg.seed, "train")
     ds = ds.subsample(SOURCE_TEST_PER_CLASS, cfg.seed, "test")
     s = cfg.source_size
-    return SourceData(data.resize(ds.x_train, s), ds.y_train, data.resize(ds.x_test, s),
-                      ds.y_test, ds.classes)
+    return SourceData(
+        data.resize(ds.x_train, s), ds.y_train, data.resize(ds.x_test, s), ds.y_test, ds.classes
+    )
 
 
 def stored_source_path(cfg: ExperimentConfig) -> Path:
@@ -145,8 +146,10 @@ def train_source(
             opt.step()
             total += loss.item() * len(idx)
             if progress:
-                progress(0.05 + 0.9 * ((epoch - 1) + (b + 1) / n_batches) / cfg.source_epochs,
-                         f"training source model: epoch {epoch}/{cfg.source_epochs}")
+                progress(
+                    0.05 + 0.9 * ((epoch - 1) + (b + 1) / n_batches) / cfg.source_epochs,
+                    f"training source model: epoch {epoch}/{cfg.source_epochs}",
+                )
         val_acc = _accuracy(trainable, x_train[val_idx], y_train[val_idx])
         history.append({"epoch": epoch, "loss": total / len(fit_idx), "val_acc": val_acc})
         if val_acc > best_val:
