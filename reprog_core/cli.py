@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sys
 from typing import Any
 
@@ -138,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A failed task is reported here in one line; its traceback only with REPROG_VERBOSE=1.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    if not os.environ.get("REPROG_VERBOSE"):
+        logging.getLogger("reprog_core.backend").setLevel(logging.CRITICAL)
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
