@@ -259,7 +259,9 @@ def _task(fn: Callable[..., dict[str, Any]]):
             progress.update(fraction, stage)
             progress.check_cancelled()
 
-        return fn(cfg, report, **params)
+        params = dict(params)
+        device = params.pop("device", None) or getattr(progress, "device", None)
+        return fn(cfg, report, device=str(device) if device is not None else None, **params)
 
     task.__name__ = fn.__name__
     return task

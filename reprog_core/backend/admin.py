@@ -1,0 +1,97 @@
+"""What ``python -m reprog_core cache {info,ls,clear,warm}`` does, as plain functions.
+
+The CLI prints these; the dashboard may show them. All return JSON-safe values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from reprog_core.backend.errors import BackendError
+from reprog_core.backend.service import Backend, Handle
+from reprog_core.config import ExperimentConfig, TransformKind
+
+# A warm-up item: (task kind, config, params, labels to report it by).
+WarmItem = tuple[str, ExperimentConfig, dict[str, Any], dict[str, Any]]
+
+
+def _default_preset() -> list[WarmItem]:
+    """The default pair (CNN on animal -> digits) at depths 1..6 x transforms vp, fc, vp-fc."""
+    base = ExperimentConfig()
+    transforms = (TransformKind.VP.value, TransformKind.FC.value, TransformKind.VP_FC.value)
+    return [
+        ("explore", base.replace(depth=d, transform=t), {}, {"depth": d, "transform": t})
+        for d in range(1, 7)
+        for t in transforms
+    ]
+
+
+# Preset name -> function building its items (a function, so nothing is validated at import).
+PRESETS: dict[str, Callable[[], list[WarmItem]]] = {"default": _default_preset}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def cache_info(backend: Backend) -> dict[str, Any]:
+    """Where the cache is, how big it is, how many entries, and its size limit (bytes)."""
+    return {
+        "dir": str(backend.store.directory),
+        "size": backend.store.volume(),
+        "count": len(backend.store),
+        "limit": backend.store.size_limit_bytes,
+    }
+
+
+def cache_ls(backend: Backend) -> list[dict[str, Any]]:
+    """One dict per stored result (key, kind, size in bytes, created as ISO-8601 UTC), oldest
+    first."""
+    return [entry.to_dict() for entry in backend.store.entries()]
+
+
+def cache_clear(backend: Backend, kind: str | None = None) -> int:
+    """Remove every stored result (or those of one task ``kind``); returns how many."""
+    return backend.store.clear(kind)
+
+
+def warm(
+    backend: Backend,
+    preset: str = "default",
+    progress_cb: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute a named preset grid so that a classroom starts warm.
+
+    Everything is submitted at once (the workers share it out), then collected in order.
+    ``progress_cb(done, total, entry)`` is called as each item finishes. Returns one entry per
+    item: its labels, ``kind``, ``key``, ``cache`` ('computed' / 'joined' / 'hit', None on
+    error), ``error`` (message or None) and ``elapsed_s`` since the start of the warm-up. A
+    failing item is reported and the rest still run.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {list_presets()}")
+    items = PRESETS[preset]()
+    start = time.monotonic()
+    submitted: list[tuple[WarmItem, Handle | None, str | None]] = []
+    for item in items:
+        kind, cfg, params, _ = item
+        try:
+            submitted.append((item, backend.submit(kind, cfg, params), None))
+        except BackendError as exc:
+            submitted.append((item, None, str(exc)))
+    out = []
+    for i, ((kind, cfg, params, labels), handle, error) in enumerate(submitted, 1):
+        entry: dict[str, Any] = {**labels, "kind": kind, "key": cfg.key(kind, **params)}
+        cache = None
+        if handle is not None:
+            try:
+                cache = handle.result()["cache"]
+            except BackendError as exc:
+                error = str(exc)
+        entry.update(cache=cache, error=error, elapsed_s=round(time.monotonic() - start, 3))
+        out.append(entry)
+        if progress_cb is not None:
+            progress_cb(i, len(submitted), entry)
+    return out
