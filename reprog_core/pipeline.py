@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from reprog_core import __version__, data
 from reprog_core.config import CODE_VERSION, ExperimentConfig
@@ -103,15 +101,11 @@ def run_ntk(
     if kernel is not None and kernel != cfg.kernel_form:
         cfg = cfg.replace(kernel_form=kernel)
     if wrt == "source":
-        t0 = time.perf_counter()
-        out = ntk.source_ntk(cfg, kernel=cfg.kernel_form, device=device)
-        out.setdefault("seconds", time.perf_counter() - t0)
-        return {
-            "versions": versions(cfg),
-            "config": cfg.to_dict(),
-            "weights": cfg.weights_label,
-            **out,
-        }
+        source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
+        if progress:
+            progress(0.5, "source NTK: 10 samples per class, 3 random draws")
+        rec = ntk.source_kernel_result(cfg, source=source, device=device)
+        return {"versions": versions(cfg), **rec.to_dict()}
     source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
     td = target_data(cfg)
     if progress:
@@ -146,40 +140,35 @@ def _target_kernel(
         fit_frequency_mapping(
             model.mapping, _source_logits(model, td.x_train.to(device)), td.y_train.to(device)
         )
-    t0 = time.perf_counter()
-    K, info = ntk.target_ntk(model, x, kernel=cfg.kernel_form, method=method)
-    seconds = time.perf_counter() - t0
-    stats = ntk.spectrum(K, y)
-    with torch.no_grad():
-        f0 = model(x)
-    r0 = f0 - F.one_hot(y, f0.shape[1]).to(f0.dtype)
-    dynamics = ntk.ntk_dynamics(
-        K,
-        r0,
-        lr=_dynamics_lr(cfg),
-        steps=max(cfg.steps, 1),
-        kernel_form=cfg.kernel_form,
-        eval_steps=None,
+    # Float64 on the CPU costs about the same as float32 there and keeps small eigenvalues (and so
+    # the numerical rank and lambda_min) honest; on a GPU float32 is what makes it fast.
+    dtype = torch.float64 if device.type == "cpu" else None
+    res = ntk.target_kernel_result(
+        cfg, model, x, y, method=method, keep_gram=keep_gram, dtype=dtype
     )
-    return KernelResult(
-        config=cfg.to_dict(),
-        weights=cfg.weights_label,
-        wrt="transform",
-        kernel=cfg.kernel_form,
-        method=info["method"],
-        n=len(y),
-        n_outputs=f0.shape[1],
-        n_params=info["n_params"],
-        stats=stats,
-        seconds=seconds,
-        dynamics=dynamics,
-        gram=K.double().cpu().tolist() if keep_gram else None,
-    )
+    if res.dynamics is not None:
+        res.dynamics["note"] = _dynamics_note(cfg, res.dynamics)
+    return res
 
 
-def _dynamics_lr(cfg: ExperimentConfig) -> float:
-    """Step size of the NTK prediction: the fit's learning rate (exact for optimizer 'sgd')."""
-    return cfg.effective_lr
+def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
+    """Say what the NTK-predicted curve assumes, and whether the fit beside it is comparable."""
+    lr = dynamics.get("lr", [cfg.effective_lr])[0]
+    form = (
+        "the full kernel"
+        if cfg.kernel_form == "full"
+        else "the trace kernel via Prop. 1 (K_full ~ K_trace/c (x) I)"
+    )
+    note = (
+        f"NTK prediction: linearised model, full-batch gradient descent on squared loss, "
+        f"step size {lr:g}, from {form}."
+    )
+    if cfg.optimizer == "sgd" and cfg.loss == "mse":
+        return note + " The fit used the same setting, so the curves are comparable."
+    return note + (
+        f" The fit used {cfg.optimizer} with {cfg.loss} loss, so expect them to differ;"
+        " choose optimizer 'sgd' and loss 'mse' to compare like with like."
+    )
 
 
 def run_explore(

@@ -1,0 +1,156 @@
+"""Kernels as result records: ``KernelResult`` for a target or source NTK of one config.
+
+The CLI, the backend and the dashboard ask for these; they bundle the kernel's spectrum
+(``SpectrumStats``), how it was computed, and for the target NTK the linearised training
+prediction in the fit's own step units. A target NTK whose dense plan is over the memory budget
+falls back to the top-k eigenvalues by Lanczos (``method='lanczos'``, ``stats.partial``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprog_core.config import ExperimentConfig, KernelForm, OptimizerKind
+from reprog_core.fit import ReprogrammedModel
+from reprog_core.ntk.dynamics import initial_residuals, ntk_dynamics
+from reprog_core.ntk.lanczos import topk_eigs
+from reprog_core.ntk.source import source_ntk
+from reprog_core.ntk.spectral import (
+    default_rank_tol,
+    eigendecompose,
+    spectrum,
+    stats_from_eigenvalues,
+)
+from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk
+from reprog_core.results import KernelResult, SpectrumStats
+
+MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points
+
+
+def prediction_lr(cfg: ExperimentConfig) -> float:
+    """The learning rate of the full-batch GD fit the dynamics predict: ``cfg.lr``, else the
+    transform's SGD default (the prediction models ``optimizer='sgd'`` whatever cfg uses)."""
+    return cfg.replace(optimizer=OptimizerKind.SGD.value).effective_lr
+
+
+def target_kernel_result(
+    cfg: ExperimentConfig,
+    model: ReprogrammedModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    kernel: str | None = None,
+    method: str = NtkMethod.AUTO.value,
+    budget_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
+    topk: int = 64,
+    keep_gram: bool = False,
+) -> KernelResult:
+    """The target NTK of ``model`` (at its current θ) on x (N, C, H, W) with labels y (N,).
+
+    ``kernel`` defaults to ``cfg.kernel_form``. Over the dense budget, the top ``topk``
+    eigenvalues come from Lanczos instead (``stats.partial``; trace and Σ|K|/N are then NaN).
+    The record's ``dynamics`` is ``ntk_dynamics`` for ``cfg.steps`` steps at ``prediction_lr``.
+    """
+    t0 = time.perf_counter()
+    kernel = kernel or cfg.kernel_form
+    plan = estimate_bytes(
+        model, len(x), kernel=kernel, method=method, dtype=dtype, budget_bytes=budget_bytes
+    )
+    gram = None
+    if plan["fits"]:
+        k, info = target_ntk(
+            model, x, kernel=kernel, method=method, budget_bytes=budget_bytes, dtype=dtype
+        )
+        n_out = info["n_outputs"]
+        stats = spectrum(k, y, n_classes=n_out)
+        eig = eigendecompose(k)
+        used, n_params = info["method"], info["n_params"]
+        gram = k.cpu().tolist() if keep_gram else None
+    else:
+        with torch.no_grad():
+            n_out = int(model(x[:1].to(next(model.parameters()).device)).shape[1])
+        rows = len(x) if kernel == KernelForm.TRACE.value else len(x) * n_out
+        w, v, info = topk_eigs(model, x, max(1, min(topk, rows - 1)), kernel=kernel, dtype=dtype)
+        work_dtype = dtype or next(model.parameters()).dtype
+        stats = stats_from_eigenvalues(
+            w,
+            rank_tol=default_rank_tol(w, rows, work_dtype),
+            trace=float("nan"),
+            abs_sum_over_n=float("nan"),
+            partial=True,
+        )
+        eig = (w, v)
+        used, n_params = "lanczos", info["n_params"]
+    r0 = initial_residuals(model, x, y)
+    every = max(1, cfg.steps // MAX_CURVE_POINTS)
+    dynamics = ntk_dynamics(eig, r0, lr=prediction_lr(cfg), steps=cfg.steps, every=every)
+    return KernelResult(
+        config=cfg.to_dict(),
+        weights=cfg.weights_label,
+        wrt="transform",
+        kernel=kernel,
+        method=used,
+        n=len(x),
+        n_outputs=n_out,
+        n_params=n_params,
+        stats=stats,
+        seconds=time.perf_counter() - t0,
+        dynamics=_curve(dynamics),
+        gram=gram,
+    )
+
+
+def source_kernel_result(
+    cfg: ExperimentConfig,
+    *,
+    source: nn.Module | None = None,
+    k_per_class: int = 10,
+    draws: int = 3,
+    kernel: str | None = None,
+    budget_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> KernelResult:
+    """The source NTK of ``cfg`` as a record: ``stats`` of the first draw, λ_min of every draw
+    in ``lambda_min_draws`` (their mean and spread are what the paper reports)."""
+    out: dict[str, Any] = source_ntk(
+        cfg,
+        k_per_class=k_per_class,
+        draws=draws,
+        kernel=kernel or cfg.kernel_form,
+        device=device,
+        source=source,
+        budget_bytes=budget_bytes,
+        dtype=dtype,
+    )
+    return KernelResult(
+        config=cfg.to_dict(),
+        weights=out["weights"],
+        wrt="source",
+        kernel=out["kernel"],
+        method=out["method"],
+        n=out["n"],
+        n_outputs=out["n_outputs"],
+        n_params=out["n_params"],
+        stats=SpectrumStats(**out["stats"][0]),
+        seconds=out["seconds"],
+        lambda_min_draws=out["lambda_min_draws"],
+    )
+
+
+def _curve(dyn: dict[str, Any]) -> dict[str, list[float]]:
+    """``ntk_dynamics`` as ``KernelResult.dynamics`` (lists of floats only): step, loss (discrete
+    GD), loss_flow (gradient flow), and one-element lists lr and lr_lambda_max_over_n. The kernel
+    form (and so whether Prop. 1 was used) is the record's ``kernel``."""
+    return {
+        "step": [float(s) for s in dyn["step"]],
+        "loss": dyn["loss"],
+        "loss_flow": dyn["loss_flow"],
+        "lr": [dyn["lr"]],
+        "lr_lambda_max_over_n": [dyn["lr_lambda_max_over_n"]],
+    }
