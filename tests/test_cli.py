@@ -10,15 +10,40 @@ import time
 
 import pytest
 
-TINY = ["--width", "8", "--depth", "1", "--source-per-class", "20", "--source-epochs", "1",
-        "--target-per-class", "15", "--steps", "20", "--eval-every", "10", "--n", "12"]
+TINY = [
+    "--width",
+    "8",
+    "--depth",
+    "1",
+    "--source-per-class",
+    "20",
+    "--source-epochs",
+    "1",
+    "--target-per-class",
+    "15",
+    "--steps",
+    "20",
+    "--eval-every",
+    "10",
+    "--n",
+    "12",
+]
 
 
 def cli(*args: str, cache, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "REPROG_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
-           "REPROG_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "reprog_core", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "REPROG_CACHE_DIR": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "REPROG_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprog_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
     return proc
@@ -35,8 +60,15 @@ def test_datasets_lists_offline_and_downloadable_sets(tmp_path):
 
 def test_fit_json_has_the_documented_fields_and_is_cached(tmp_path):
     first = json.loads(cli("fit", "--json", "--transform", "fc", *TINY, cache=tmp_path).stdout)
-    for key in ("config", "weights", "source_test_acc", "target_test_acc", "baseline_test_acc",
-                "curves", "cache"):
+    for key in (
+        "config",
+        "weights",
+        "source_test_acc",
+        "target_test_acc",
+        "baseline_test_acc",
+        "curves",
+        "cache",
+    ):
         assert key in first, key
     assert first["weights"] == "none" and first["cache"] == "computed"
     assert first["config"]["transform"] == "fc"
@@ -70,8 +102,18 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
 
 def test_offline_weight_tag_fails_fast_and_says_how_to_supply_weights(tmp_path):
     t0 = time.perf_counter()
-    proc = cli("train-source", "--source-family", "clip-cnn", "--backbone", "ViT-B-32",
-               "--weights", "openai", *TINY, cache=tmp_path, check=False)
+    proc = cli(
+        "train-source",
+        "--source-family",
+        "clip-cnn",
+        "--backbone",
+        "ViT-B-32",
+        "--weights",
+        "openai",
+        *TINY,
+        cache=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "--weights" in proc.stderr and "Traceback" not in proc.stderr
     # Process start-up and imports dominate; open_clip itself would retry for ~46 s.
