@@ -85,6 +85,22 @@ def build_reprogrammed(
     return ReprogrammedModel(source, transform, mapping).to(device)
 
 
+def training_set(cfg: ExperimentConfig, td: TargetData) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a fit trains on: the target training split, or for optimizer 'sgd' the kernel
+    samples (full-batch gradient descent on them is the setting the NTK prediction models)."""
+    if cfg.optimizer == OptimizerKind.SGD.value:
+        return td.x_kernel, td.y_kernel
+    return td.x_train, td.y_train
+
+
+def init_mapping(
+    cfg: ExperimentConfig, model: ReprogrammedModel, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """Fit an FLM/ILM assignment at theta_0 on the fit's training images (no-op otherwise)."""
+    if cfg.mapping in (MappingKind.FLM.value, MappingKind.ILM.value):
+        fit_frequency_mapping(model.mapping, _source_logits(model, x), y)
+
+
 def squared_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """0.5 * ||f(x) - onehot(y)||^2, averaged over the batch (the NTK theory's loss)."""
     return 0.5 * (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).sum(1).mean()
@@ -103,15 +119,10 @@ def reprogram(
     device = next(source.parameters()).device
     gen = seed_everything(cfg.seed)
     model = build_reprogrammed(cfg, source, len(td.classes), n_source)
-    x_train, y_train = td.x_train.to(device), td.y_train.to(device)
+    x_train, y_train = (t.to(device) for t in training_set(cfg, td))
     x_test, y_test = td.x_test.to(device), td.y_test.to(device)
     x_kern, y_kern = td.x_kernel.to(device), td.y_kernel.to(device)
-    if cfg.optimizer == OptimizerKind.SGD.value:
-        # Full-batch gradient descent on the kernel samples: the setting the NTK prediction models.
-        x_train, y_train = x_kern, y_kern
-
-    if cfg.mapping in (MappingKind.FLM.value, MappingKind.ILM.value):
-        fit_frequency_mapping(model.mapping, _source_logits(model, x_train), y_train)
+    init_mapping(cfg, model, x_train, y_train)
 
     params = [p for p in model.transform.parameters()]
     if getattr(model.mapping, "learned", False):

@@ -20,8 +20,10 @@ from reprog_core.fit import (
     TargetData,
     baseline_accuracy,
     build_reprogrammed,
+    init_mapping,
     reprogram,
     target_data,
+    training_set,
 )
 from reprog_core.results import KernelResult
 from reprog_core.runtime import resolve_device, seed_everything
@@ -132,14 +134,9 @@ def _target_kernel(
     model = build_reprogrammed(cfg, source, len(td.classes), n_source)
     device = next(source.parameters()).device
     x, y = td.x_kernel.to(device), td.y_kernel.to(device)
-    if cfg.mapping in ("flm", "ilm"):
-        from reprog_core.fit import _source_logits
-        from reprog_core.label_mapping import fit_frequency_mapping
-
-        # The kernel is taken at the mapping the fit starts from.
-        fit_frequency_mapping(
-            model.mapping, _source_logits(model, td.x_train.to(device)), td.y_train.to(device)
-        )
+    # The kernel is taken at the mapping the fit starts from.
+    x_map, y_map = training_set(cfg, td)
+    init_mapping(cfg, model, x_map.to(device), y_map.to(device))
     # Float64 on the CPU costs about the same as float32 there and keeps small eigenvalues (and so
     # the numerical rank and lambda_min) honest; on a GPU float32 is what makes it fast.
     dtype = torch.float64 if device.type == "cpu" else None
@@ -152,22 +149,12 @@ def _target_kernel(
 
 
 def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
-    """Say what the NTK-predicted curve assumes, and whether the fit beside it is comparable."""
+    """What the NTK-predicted curve was computed with (step size and kernel form)."""
     lr = dynamics.get("lr", [cfg.effective_lr])[0]
-    form = (
-        "the full kernel"
-        if cfg.kernel_form == "full"
-        else "the trace kernel via Prop. 1 (K_full ~ K_trace/c (x) I)"
-    )
-    note = (
-        f"NTK prediction: linearised model, full-batch gradient descent on squared loss, "
-        f"step size {lr:g}, from {form}."
-    )
-    if cfg.optimizer == "sgd" and cfg.loss == "mse":
-        return note + " The fit used the same setting, so the curves are comparable."
-    return note + (
-        f" The fit used {cfg.optimizer} with {cfg.loss} loss, so expect them to differ;"
-        " choose optimizer 'sgd' and loss 'mse' to compare like with like."
+    if cfg.kernel_form == "full":
+        return f"Prediction from the full kernel, step size {lr:g}."
+    return (
+        f"Prediction from the trace kernel via Prop. 1 (K_full ≈ K_trace/c ⊗ I), step size {lr:g}."
     )
 
 

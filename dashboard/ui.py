@@ -1,0 +1,572 @@
+"""Streamlit pieces every page shares: the config sidebar, the URL, job progress, downloads.
+
+State model (one browser tab = one Streamlit session):
+
+* ``st.session_state[CFG]`` holds the config as a dict: the one truth of the session. It is read
+  from the URL on the session's first run (``start_session``), then changed only by the sidebar.
+  Sidebar widgets are keyed ``cfg.<field>`` and re-seeded from it whenever Streamlit dropped them
+  (it drops the state of widgets a page does not draw, e.g. on the Learn page).
+* At the end of every run the page writes the URL (``sync_url``): the config's non-default fields
+  plus the page's own settings. So the address bar always reproduces the view.
+* Long work goes to the backend (``fetch``); the handle lives in the session, a fragment polls its
+  status (``watch``). The backend computes in its own threads or processes, so a session waiting
+  for a result never blocks another session.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import state
+from reprog_core import data, figures
+from reprog_core.backend import BackendError, Handle, default_backend
+from reprog_core.config import ConfigError, ExperimentConfig, KernelForm, LossKind, OptimizerKind
+
+CFG = "_cfg"
+PAGE = "_page"  # url_path of the page drawn in this run
+PAGE_CHANGED = "_page_changed"  # True on the first run of a page after another one
+URL_WARNINGS = "_url_warnings"
+JOBS = "_jobs"
+JOB_PAGE = "_job_page"  # key -> the page that asked for it (see ``drop_stale``)
+RESULTS = "_results"
+POLL_S = float(os.environ.get("REPROG_DASHBOARD_POLL_S", "0.5"))  # status refresh, seconds
+# How long one script run waits for running requests before it reruns the page; 0 draws the
+# status once and returns (AppTest, where the test reruns). See ``watch``.
+WAIT_S = float(os.environ.get("REPROG_DASHBOARD_WAIT_S", "15"))
+MAX_MEMO = 32  # results kept per session; each explore result is a few hundred kB
+
+FAMILY_NAMES = {
+    "cnn": "pixel CNN (cnn)",
+    "mlp": "pixel MLP (mlp)",
+    "clip-cnn": "CLIP tower + CNN head (clip-cnn)",
+}
+MAPPING_NAMES = {
+    "identity": "fixed: first c_T source classes (identity)",
+    "flm": "frequency label mapping (flm)",
+    "ilm": "iterative label mapping (ilm)",
+    "learned": "learned linear map (learned; beyond the paper)",
+}
+HELP = {
+    "source_family": "The frozen source model f_S. Pixel models are cheap on a CPU; clip-cnn is "
+    "the paper's setting: a frozen CLIP image tower feeding a trainable CNN head.",
+    "weights": "How the CLIP tower is initialised: 'random', a pretrained tag (downloads where a "
+    "network exists), or a checkpoint file on the server. Random weights are flagged everywhere.",
+    "depth": "Depth L of the source model (of the CNN head for clip-cnn). The paper varies it "
+    "from 1 to 6.",
+    "transform": "The input transformation a_θ, the only part that is trained.",
+    "mapping": "The output label mapping b from source classes to target classes. The paper "
+    "assumes a fixed map.",
+    "n_kernel": "N: number of target training images the NTK is computed on.",
+    "kernel_form": "trace: an N×N matrix summed over outputs. full: the (N·c_T)×(N·c_T) matrix.",
+    "steps": "Gradient steps of the reprogramming fit.",
+    "seed": "Seeds data subsets, initialisation and training.",
+    "optimizer": "adam: minibatch Adam (practical). sgd: full-batch gradient descent on the "
+    "kernel samples (what the NTK prediction models).",
+    "loss": "ce: cross-entropy. mse: squared loss (what the NTK prediction models).",
+    "lr": "0 means the transform's default learning rate.",
+}
+
+
+# --------------------------------------------------------------------------- session and URL
+def backend():
+    """The process-wide backend: every session shares its cache, queue and workers."""
+    return default_backend()
+
+
+def allowed_ranges() -> dict[str, tuple[int, int]]:
+    return state.ranges(backend().limits.to_dict())
+
+
+def start_session(extra_keys: Iterable[str]) -> None:
+    """On a session's first run, take the config from the URL (and keep the warnings)."""
+    if CFG in st.session_state:
+        return
+    params = st.query_params.to_dict()
+    cfg, warnings = state.parse_config(
+        params, allowed_ranges=allowed_ranges(), extra_keys=extra_keys
+    )
+    st.session_state[CFG] = cfg.to_dict()
+    st.session_state[URL_WARNINGS] = warnings
+
+
+def first_visit(page: str) -> bool:
+    """True once per session and page: the moment to read the page's own URL settings."""
+    flag = f"_visited.{page}"
+    if st.session_state.get(flag):
+        return False
+    st.session_state[flag] = True
+    return True
+
+
+def show_url_warnings(extra: Sequence[str] = ()) -> None:
+    """The URL's problems, each naming its parameter; shown until the session changes a setting."""
+    for msg in [*st.session_state.get(URL_WARNINGS, []), *extra]:
+        st.warning(msg, icon="⚠️")
+
+
+def current_config() -> ExperimentConfig:
+    return ExperimentConfig.from_dict(st.session_state[CFG])
+
+
+def sync_url(cfg: ExperimentConfig, page_params: Mapping[str, str] | None = None) -> None:
+    """Make the address bar reproduce this view (written only when it changed)."""
+    wanted = {**state.config_to_params(cfg), **(page_params or {})}
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def page_param(name: str) -> Any:
+    """A page setting from the URL (None when absent)."""
+    return st.query_params.get(name)
+
+
+# --------------------------------------------------------------------------- sidebar
+def _wkey(name: str) -> str:
+    return f"cfg.{name}"
+
+
+def _seed_widget(name: str) -> None:
+    # Streamlit forgets a widget's value on runs that do not draw it, and treats the same key on
+    # another page as a new widget; the session config keeps the value across both.
+    if _wkey(name) not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
+        st.session_state[_wkey(name)] = st.session_state[CFG][name]
+
+
+def _select(
+    name: str, options: Sequence[Any], fmt: Callable[[Any], str] | None = None, **kw: Any
+) -> None:
+    _seed_widget(name)
+    opts = list(options)
+    if st.session_state[_wkey(name)] not in opts:  # e.g. a checkpoint path from the URL
+        opts.append(st.session_state[_wkey(name)])
+    st.selectbox(
+        state.FIELD_LABELS[name],
+        opts,
+        key=_wkey(name),
+        format_func=fmt or str,
+        help=HELP.get(name),
+        **kw,
+    )
+
+
+def _int(name: str, step: int = 1, **kw: Any) -> None:
+    _seed_widget(name)
+    lo, hi = allowed_ranges()[name]
+    st.number_input(
+        state.FIELD_LABELS[name],
+        min_value=lo,
+        max_value=hi,
+        step=step,
+        key=_wkey(name),
+        help=HELP.get(name),
+        **kw,
+    )
+
+
+def _dataset_label(name: str) -> str:
+    spec = data.dataset_spec(name)
+    suffix = "" if spec.offline else " (needs a local copy)"
+    return f"{name}{suffix}"
+
+
+@st.cache_resource(show_spinner="Loading the list of CLIP backbones ...")
+def _backbones() -> list[str]:
+    from reprog_core.source_model.clip_backbone import list_backbones
+
+    return list_backbones()
+
+
+@st.cache_resource(show_spinner=False)
+def _weight_tags(name: str) -> list[str]:
+    from reprog_core.source_model.clip_backbone import list_weight_tags
+
+    try:
+        return list_weight_tags(name)
+    except Exception:  # an unknown backbone name: the sidebar still offers 'random'
+        return []
+
+
+def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig | None:
+    """The config widgets. ``fixed``: fields this page sets itself (field -> why), not drawn.
+
+    Returns the config, or None (with the reason shown) when the widgets' combination is invalid.
+    """
+    fixed = fixed or {}
+    sb = st.sidebar
+    drawn: list[str] = []
+
+    def draw(name: str, fn: Callable[..., None], *args: Any, **kw: Any) -> None:
+        if name in fixed:
+            return
+        fn(name, *args, **kw)
+        drawn.append(name)
+
+    datasets = data.list_datasets()
+    with sb:
+        st.header("Settings")
+        st.caption("The address bar always holds this view: copy it to share or bookmark it.")
+        st.subheader("Source model f_S (frozen)")
+        draw("source_family", _select, list(FAMILY_NAMES), FAMILY_NAMES.get)
+        if st.session_state.get(_wkey("source_family")) == "clip-cnn":
+            draw("backbone", _select, _backbones())
+            draw(
+                "weights",
+                _select,
+                ["random", *_weight_tags(st.session_state[CFG]["backbone"])],
+                accept_new_options=True,
+            )
+        draw("depth", _depth_slider)
+        draw("source_data", _select, datasets, _dataset_label)
+        st.subheader("Target task")
+        draw("target", _select, datasets, _dataset_label)
+        draw("transform", _select, list(figures.TRANSFORM_NAMES), figures.TRANSFORM_NAMES.get)
+        draw("mapping", _select, list(MAPPING_NAMES), MAPPING_NAMES.get)
+        st.subheader("Kernel and fit")
+        draw("n_kernel", _int, step=8)
+        draw("kernel_form", _select, [k.value for k in KernelForm])
+        draw("steps", _int, step=10)
+        draw("seed", _int)
+        with st.expander("Advanced"):
+            for name in (
+                "width",
+                "source_size",
+                "target_size",
+                "source_per_class",
+                "source_epochs",
+                "target_per_class",
+                "batch_size",
+                "eval_every",
+            ):
+                draw(name, _int)
+            draw("ntk_init", _checkbox)
+            draw("loss", _select, [k.value for k in LossKind])
+            draw("optimizer", _select, [k.value for k in OptimizerKind])
+            draw("lr", _float)
+        for name, why in fixed.items():
+            st.caption(f"{state.FIELD_LABELS.get(name, name)}: {why}")
+        st.button("Reset to defaults", on_click=_reset, width="stretch")
+
+    values = dict(st.session_state[CFG])
+    for name in drawn:
+        values[name] = st.session_state[_wkey(name)]
+    if isinstance(values.get("weights"), str):
+        values["weights"] = values["weights"].strip() or "random"
+    try:
+        cfg = ExperimentConfig.from_dict(values)
+    except ConfigError as exc:
+        st.sidebar.error(f"These settings do not go together: {exc}")
+        st.error(f"The settings in the sidebar do not go together: {exc}. Change one of them.")
+        return None
+    if values != st.session_state[CFG]:
+        st.session_state[CFG] = cfg.to_dict()
+        st.session_state[URL_WARNINGS] = []  # the user has moved on from the URL's problems
+    return cfg
+
+
+def _depth_slider(name: str) -> None:
+    _seed_widget(name)
+    lo, hi = allowed_ranges()[name]
+    st.slider(state.FIELD_LABELS[name], lo, hi, key=_wkey(name), help=HELP.get(name))
+
+
+def _checkbox(name: str) -> None:
+    _seed_widget(name)
+    st.checkbox(state.FIELD_LABELS[name], key=_wkey(name), help=HELP.get(name))
+
+
+def _float(name: str) -> None:
+    _seed_widget(name)
+    st.session_state[_wkey(name)] = float(st.session_state[_wkey(name)])
+    st.number_input(
+        state.FIELD_LABELS[name],
+        min_value=0.0,
+        step=0.01,
+        format="%.4g",
+        key=_wkey(name),
+        help=HELP.get(name),
+    )
+
+
+def _reset() -> None:
+    st.session_state[CFG] = state.DEFAULT.to_dict()
+    st.session_state[URL_WARNINGS] = []
+    for name in state.URL_FIELDS:
+        st.session_state.pop(_wkey(name), None)
+
+
+# --------------------------------------------------------------------------- jobs
+@dataclass
+class Request:
+    """One result a page needs: a backend task kind, a config, params, and a label for people."""
+
+    kind: str
+    cfg: ExperimentConfig
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return backend().key(self.kind, self.cfg, self.params)
+
+
+def _memo() -> OrderedDict[str, dict[str, Any]]:
+    return st.session_state.setdefault(RESULTS, OrderedDict())
+
+
+def _jobs() -> dict[str, tuple[str, Handle | None, str]]:
+    """key -> (label, handle or None, error message when submitting failed)."""
+    return st.session_state.setdefault(JOBS, {})
+
+
+def _remember(key: str, result: dict[str, Any]) -> dict[str, Any]:
+    memo = _memo()
+    memo[key] = result
+    memo.move_to_end(key)
+    while len(memo) > MAX_MEMO:
+        memo.popitem(last=False)
+    return result
+
+
+def cached(req: Request, also: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The stored result of ``req`` (also looked up under the task kinds ``also``), or None."""
+    key = req.key
+    if key in _memo():
+        return _memo()[key]
+    be = backend()
+    for kind in (req.kind, *also):
+        res = be.get(kind, req.cfg, req.params)
+        if res is not None:
+            return _remember(key, res)
+    return None
+
+
+def fetch(req: Request, start: bool = True, also: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The result of ``req`` if it is ready; otherwise submit it (when ``start``) and return None.
+
+    Cached results come back at once (``backend.get`` first). A running request is left to
+    ``watch`` to display; a failed or cancelled one stays failed until ``retry``.
+    """
+    key = req.key
+    jobs = _jobs()
+    res = cached(req, also)
+    if res is not None:
+        jobs.pop(key, None)  # another session (or a CLI sweep) stored it first
+        return res
+    if key not in jobs:
+        if not start:
+            return None
+        try:
+            jobs[key] = (req.label, backend().submit(req.kind, req.cfg, req.params), "")
+            st.session_state.setdefault(JOB_PAGE, {})[key] = st.session_state.get(PAGE)
+        except (BackendError, ConfigError, ValueError) as exc:
+            jobs[key] = (req.label, None, str(exc))
+            return None
+    label, handle, _ = jobs[key]
+    if handle is not None and handle.status().state == "done":
+        try:
+            res = handle.result(0)
+        except BackendError as exc:  # done, but its result could not be read back
+            jobs[key] = (label, None, str(exc))
+            return None
+        del jobs[key]
+        return _remember(key, res)
+    return None
+
+
+def pending(keys: Iterable[str]) -> list[str]:
+    """Keys of this session's requests that are submitted and not yet collected."""
+    jobs = _jobs()
+    return [k for k in keys if k in jobs]
+
+
+def drop_stale(keys: Iterable[str]) -> None:
+    """Forget the requests this page made earlier that its current view does not need. Queued
+    ones are withdrawn (dragging a slider across six values must not leave six jobs in the shared
+    queue); running ones go on, since their results will be cached, but are no longer shown.
+    Other pages' requests are left alone: a sweep keeps going while you look at Explore."""
+    keep = set(keys)
+    jobs = _jobs()
+    page_of = st.session_state.setdefault(JOB_PAGE, {})
+    here = st.session_state.get(PAGE)
+    for key in [k for k in jobs if k not in keep and page_of.get(k) == here]:
+        handle = jobs[key][1]
+        state_now = handle.status().state if handle is not None else "failed"
+        if state_now == "queued":
+            handle.cancel()
+        if state_now != "running":
+            del jobs[key]
+
+
+def retry(key: str) -> None:
+    _jobs().pop(key, None)
+
+
+def _cancel(key: str) -> None:
+    entry = _jobs().get(key)
+    if entry and entry[1] is not None:
+        entry[1].cancel()
+
+
+def watch(keys: Sequence[str]) -> None:
+    """Progress of this session's requests among ``keys``: stage, progress bar, queue position
+    and a Cancel button; failures with their message and a Try again button.
+
+    While requests run, this polls their status and redraws the bars in place, for at most
+    ``WAIT_S`` seconds, then reruns the page (which draws any finished result and polls again).
+    Only this session's script thread waits: the backend computes in its own workers, and a
+    click anywhere (Cancel, a new setting) interrupts the wait at once. With ``WAIT_S = 0`` (the
+    AppTest suite) it draws the status once and returns; the caller reruns.
+    """
+    jobs = _jobs()
+    failed: list[tuple[str, str, str]] = []
+    cancelled: list[str] = []
+    live: list[str] = []
+    for key in (k for k in keys if k in jobs):
+        label, handle, error = jobs[key]
+        status = handle.status() if handle is not None else None
+        if status is None or status.state == "failed":
+            failed.append((key, label, error or (status.message if status else "")))
+        elif status.state == "cancelled":
+            cancelled.append(key)
+        elif status.state != "done":  # a done one is collected by ``fetch`` on the next run
+            live.append(key)
+    for _key, label, message in failed[:3]:
+        st.error(f"**{label}** could not be computed: {message}", icon="🛑")
+    if failed:
+        more = f" ({len(failed) - 3} more failed)" if len(failed) > 3 else ""
+        st.button(
+            f"Try again{more}",
+            key=f"retry.{failed[0][0]}",
+            on_click=_retry_all,
+            args=([k for k, *_ in failed],),
+        )
+    if cancelled:
+        what = (
+            f"**{jobs[cancelled[0]][0]}** was"
+            if len(cancelled) == 1
+            else f"{len(cancelled)} requests were"
+        )
+        st.info(f"{what} cancelled.", icon="⏹️")
+        st.button(
+            "Start again", key=f"retry.{cancelled[0]}", on_click=_retry_all, args=(cancelled,)
+        )
+    if live:
+        _poll(live)
+
+
+def _poll(keys: list[str]) -> None:
+    jobs = _jobs()
+    # A sweep queues many requests: one summary bar then, not a wall of them.
+    compact = len(keys) > 3
+    slots = []
+    for key in [keys[0]] if compact else keys:
+        bar, btn = st.columns([6, 1], vertical_alignment="bottom")
+        slots.append(bar.empty())
+        if compact:
+            btn.button(
+                "Cancel all", key="cancel.all", on_click=_cancel_all, args=(keys,), width="stretch"
+            )
+        else:
+            btn.button(
+                "Cancel", key=f"cancel.{key}", on_click=_cancel, args=(key,), width="stretch"
+            )
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        statuses = [(jobs[k][0], jobs[k][1], jobs[k][1].status()) for k in keys]
+        if any(s.state not in ("queued", "running") for *_, s in statuses):
+            st.rerun()  # one is done (or failed): draw it
+        if compact:
+            running = [(lab, s) for lab, _, s in statuses if s.state == "running"]
+            now = (
+                ", ".join(f"{lab} ({s.stage or 'running'}, {s.progress:.0%})" for lab, s in running)
+                or "none yet"
+            )
+            total = sum(s.progress for *_, s in statuses) / len(statuses)
+            slots[0].progress(
+                min(max(total, 0.0), 1.0),
+                text=f"**{len(statuses)} requests to go**: {len(statuses) - len(running)} "
+                f"waiting in the shared queue; running now: {now}",
+            )
+        else:
+            for slot, (label, handle, s) in zip(slots, statuses):
+                slot.progress(min(max(s.progress, 0.0), 1.0), text=_status_text(label, handle, s))
+        if time.monotonic() >= deadline:
+            if WAIT_S > 0:
+                st.rerun()
+            return
+        time.sleep(POLL_S)
+
+
+def _status_text(label: str, handle: Handle, s: Any) -> str:
+    if s.state == "queued":
+        where = f"position {s.queue_position}" if s.queue_position else "next"
+        return f"**{label}**: waiting in the shared queue ({where})"
+    shared = (
+        " (shared with another session asking for the same)" if (handle.cache == "joined") else ""
+    )
+    return f"**{label}**: {s.stage or 'running'}{shared} · {s.progress:.0%}"
+
+
+def _retry_all(keys: list[str]) -> None:
+    for key in keys:
+        retry(key)
+
+
+def _cancel_all(keys: list[str]) -> None:
+    for key in keys:
+        _cancel(key)
+
+
+# --------------------------------------------------------------------------- drawing helpers
+def plot(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(
+        fig,
+        width="stretch",
+        key=key,
+        config={"displaylogo": False, "toImageButtonOptions": {"scale": 2}},
+    )
+
+
+def download(label: str, make: Callable[[], str], file_name: str, mime: str, key: str) -> None:
+    """A download button whose file is built only when clicked (figures inline plotly.js, ~5 MB)."""
+    st.download_button(
+        label,
+        data=make,
+        file_name=file_name,
+        mime=mime,
+        key=key,
+        on_click="ignore",
+        width="stretch",
+    )
+
+
+def figure_download(label: str, fig: go.Figure, file_name: str, key: str) -> None:
+    download(label, lambda: figures.to_standalone_html(fig), file_name, "text/html", key)
+
+
+def random_weights_banner(weights: str | None) -> None:
+    if figures.weights_note(weights):
+        st.warning(
+            "**The CLIP backbone has RANDOM weights** (not pretrained). Everything below describes "
+            "a randomly initialised tower, not CLIP as trained by OpenAI. Choose a pretrained tag "
+            "or a checkpoint file under *backbone weights* for the paper's setting.",
+            icon="⚠️",
+        )
+
+
+def result_footer(result: Mapping[str, Any]) -> None:
+    how = {
+        "hit": "from the cache",
+        "joined": "shared with another session",
+        "computed": "computed now",
+    }.get(str(result.get("cache")), str(result.get("cache")))
+    versions = ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items())
+    st.caption(f"Result {how} · key `{result.get('key')}` · {versions}")

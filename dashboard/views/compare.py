@@ -1,0 +1,270 @@
+"""Compare: two to four what-if configurations side by side, their differences highlighted, their
+spectra and fit curves overlaid.
+
+The sidebar holds the shared (base) settings; each column overrides a few of them. The URL stores
+each column as its overrides (``c2=depth:6,transform:fc``), so changing the base moves every
+column that did not override that setting.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import downloads, state, ui
+from reprog_core import data, figures
+from reprog_core.config import ConfigError, ExperimentConfig, KernelForm, LossKind, OptimizerKind
+from reprog_core.pipeline import sweep_row
+
+LETTERS = "ABCD"
+MAX_CONFIGS = 4
+# The settings a column can change; the rest come from the sidebar.
+VARY = (
+    "source_family",
+    "weights",
+    "depth",
+    "source_data",
+    "target",
+    "transform",
+    "mapping",
+    "n_kernel",
+    "kernel_form",
+    "optimizer",
+    "loss",
+    "steps",
+    "seed",
+)
+
+
+def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
+    """What a column shows before anyone touches it: the paper's first question (vp vs fc), then
+    a shallower and a deeper source."""
+    if i == 1:
+        return {"transform": "fc" if base.transform != "fc" else "vp"}
+    if i == 2:
+        return {"depth": 1 if base.depth != 1 else 2}
+    if i == 3:
+        return {"depth": 6 if base.depth != 6 else 5}
+    return {}
+
+
+def _wkey(i: int, name: str) -> str:
+    return f"cmp.{i}.{name}"
+
+
+st.title("Compare what-ifs")
+st.markdown(
+    "Change one or two settings per column and see what they do to the kernel and to the fit. "
+    "The sidebar holds the settings all columns share; a column's own choices override them. "
+    "Highlighted cells in the table below are the settings that differ from configuration A."
+)
+base = ui.config_sidebar()
+if base is None:
+    st.stop()
+
+warnings: list[str] = []
+if ui.first_visit("compare"):
+    n, warnings = state.parse_number("n", ui.page_param("n"), 2, MAX_CONFIGS, 2, integer=True)
+    st.session_state["cmp.n"] = int(n)
+    for i in range(MAX_CONFIGS):
+        raw = ui.page_param(f"c{i + 1}")
+        over, w = state.parse_overrides(f"c{i + 1}", raw, base, VARY)
+        warnings += w
+        if raw is None:
+            over = _default_variant(i, base)
+        for name in VARY:
+            st.session_state[_wkey(i, name)] = over.get(name, getattr(base, name))
+    st.session_state["cmp.prev_base"] = base.to_dict()
+    st.session_state["cmp.warnings"] = warnings
+ui.show_url_warnings(st.session_state.get("cmp.warnings", []))
+
+# A column follows the base in every setting it has not changed.
+prev = st.session_state.get("cmp.prev_base", base.to_dict())
+if prev != base.to_dict():
+    for i in range(MAX_CONFIGS):
+        for name in VARY:
+            k = _wkey(i, name)
+            if k not in st.session_state or st.session_state[k] == prev[name]:
+                st.session_state[k] = getattr(base, name)
+    st.session_state["cmp.prev_base"] = base.to_dict()
+    st.session_state["cmp.warnings"] = []
+for i in range(MAX_CONFIGS):  # re-seed what Streamlit dropped while the page was not shown
+    for name in VARY:
+        st.session_state.setdefault(_wkey(i, name), getattr(base, name))
+
+n = st.segmented_control("Configurations", [2, 3, 4], key="cmp.n", required=True)
+n = int(n or 2)
+
+datasets = data.list_datasets()
+configs: list[ExperimentConfig | None] = []
+columns = st.columns(n)
+for i, col in enumerate(columns):
+    with col:
+        st.markdown(f"#### {LETTERS[i]}")
+        st.selectbox(
+            "source family",
+            list(ui.FAMILY_NAMES),
+            key=_wkey(i, "source_family"),
+            format_func=ui.FAMILY_NAMES.get,
+        )
+        if st.session_state[_wkey(i, "source_family")] == "clip-cnn":
+            opts = list(dict.fromkeys(["random", st.session_state[_wkey(i, "weights")]]))
+            st.selectbox(
+                "backbone weights",
+                opts,
+                key=_wkey(i, "weights"),
+                accept_new_options=True,
+                help=ui.HELP["weights"],
+            )
+        st.slider("source depth", 1, 6, key=_wkey(i, "depth"))
+        st.selectbox("source data set", datasets, key=_wkey(i, "source_data"))
+        st.selectbox("target data set", datasets, key=_wkey(i, "target"))
+        st.selectbox(
+            "input transformation",
+            list(figures.TRANSFORM_NAMES),
+            key=_wkey(i, "transform"),
+            format_func=figures.TRANSFORM_NAMES.get,
+        )
+        st.selectbox(
+            "label mapping",
+            list(ui.MAPPING_NAMES),
+            key=_wkey(i, "mapping"),
+            format_func=ui.MAPPING_NAMES.get,
+        )
+        with st.expander("kernel and fit"):
+            lo, hi = ui.allowed_ranges()["n_kernel"]
+            st.number_input("N kernel samples", lo, hi, step=8, key=_wkey(i, "n_kernel"))
+            st.selectbox("kernel form", [k.value for k in KernelForm], key=_wkey(i, "kernel_form"))
+            st.selectbox(
+                "optimizer",
+                [k.value for k in OptimizerKind],
+                key=_wkey(i, "optimizer"),
+                help=ui.HELP["optimizer"],
+            )
+            st.selectbox(
+                "fit loss", [k.value for k in LossKind], key=_wkey(i, "loss"), help=ui.HELP["loss"]
+            )
+            lo, hi = ui.allowed_ranges()["steps"]
+            st.number_input("fit steps", lo, hi, step=10, key=_wkey(i, "steps"))
+            st.number_input("seed", 0, 2**31 - 1, key=_wkey(i, "seed"))
+        values = {name: st.session_state[_wkey(i, name)] for name in VARY}
+        try:
+            configs.append(ExperimentConfig.from_dict({**base.to_dict(), **values}))
+        except ConfigError as exc:
+            st.error(f"{LETTERS[i]}: these settings do not go together: {exc}")
+            configs.append(None)
+
+ui.sync_url(
+    base,
+    {
+        "n": str(n),
+        **{
+            f"c{i + 1}": state.format_overrides(
+                {k: st.session_state[_wkey(i, k)] for k in VARY}, base
+            )
+            for i in range(n)
+        },
+    },
+)
+
+valid = [(LETTERS[i], c) for i, c in enumerate(configs) if c is not None]
+if len(valid) < 2:
+    st.stop()
+
+# ---- what differs ----------------------------------------------------------------------------
+dicts = [c.to_dict() for _, c in valid]
+diff = state.differing_fields(dicts)
+st.subheader("Settings that differ")
+if not diff:
+    st.info("All configurations are the same: change a setting in one of the columns.")
+else:
+    table = pd.DataFrame(
+        {letter: [state.to_param(d[f]) for f in diff] for (letter, _), d in zip(valid, dicts)},
+        index=[state.FIELD_LABELS.get(f, f) for f in diff],
+    )
+    first = table.columns[0]
+    styled = table.style.apply(
+        lambda col: [
+            ""
+            if col.name == first or v == table[first].iloc[j]
+            else "background-color: #fff3bf; font-weight: 600"
+            for j, v in enumerate(col)
+        ],
+        axis=0,
+    )
+    st.dataframe(styled, width="stretch")
+
+labels = [
+    f"{letter}: " + (", ".join(f"{f} {state.to_param(c.to_dict()[f])}" for f in diff) or "base")
+    for letter, c in valid
+]
+
+# ---- results ---------------------------------------------------------------------------------
+reqs = [ui.Request("explore", c, f"Configuration {letter}") for letter, c in valid]
+keys = [r.key for r in reqs]
+ui.drop_stale(keys)
+for _, c in valid:
+    ui.random_weights_banner(c.weights_label)
+    if c.weights_label == "random":
+        break
+results = [ui.fetch(r, also=("sweep-point",)) for r in reqs]
+progress_area = st.container()  # filled last: ``watch`` waits there while the rest is drawn
+ready = [(lab, r) for lab, r in zip(labels, results) if r is not None]
+if not ready:
+    with progress_area:
+        ui.watch(keys)
+    st.stop()
+
+st.subheader("Results")
+rows = [{"configuration": lab, **sweep_row(r)} for lab, r in ready]
+summary = pd.DataFrame(
+    {
+        "configuration": [r["configuration"] for r in rows],
+        "weights": [r["weights"] for r in rows],
+        "source acc.": [figures.pct(r["source_test_acc"]) for r in rows],
+        "target acc.": [figures.pct(r["target_test_acc"]) for r in rows],
+        "baseline (none)": [figures.pct(r["baseline_test_acc"]) for r in rows],
+        "λ_min": [figures.fmt(r["lambda_min"], 3) for r in rows],
+        "rank": [figures.fmt(r["rank"]) for r in rows],
+        "effective rank": [figures.fmt(r["effective_rank"], 3) for r in rows],
+        "condition number": [figures.fmt(r["condition_number"], 3) for r in rows],
+        "alignment": [figures.fmt(r["alignment"], 3) for r in rows],
+    }
+)
+st.dataframe(summary, hide_index=True, width="stretch")
+if len(ready) < len(reqs):
+    st.caption(f"{len(ready)} of {len(reqs)} configurations are ready; the rest appear when done.")
+
+spec_fig = figures.spectra_overlay_figure(
+    [r.get("kernel") for _, r in ready], [lab for lab, _ in ready]
+)
+ui.plot(spec_fig, "cmp.spectra")
+curves_fig = figures.curves_overlay_figure(
+    [r["fit"] for _, r in ready], [r.get("kernel") for _, r in ready], [lab for lab, _ in ready]
+)
+ui.plot(curves_fig, "cmp.curves")
+
+st.subheader("Downloads")
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    ui.download(
+        "Comparison table (CSV)",
+        lambda: downloads.rows_csv(rows, "comparison of reprogramming configurations"),
+        "compare.csv",
+        "text/csv",
+        "cmp.dl.csv",
+    )
+with c2:
+    ui.download(
+        "All results (JSON)",
+        lambda: downloads.result_json([r for _, r in ready]),
+        "compare.json",
+        "application/json",
+        "cmp.dl.json",
+    )
+with c3:
+    ui.figure_download("Spectra figure (HTML)", spec_fig, "compare-spectra.html", "cmp.dl.spec")
+with c4:
+    ui.figure_download("Curves figure (HTML)", curves_fig, "compare-curves.html", "cmp.dl.curves")
+with progress_area:
+    ui.watch(keys)

@@ -1,0 +1,160 @@
+"""Depth sweep: the paper's experiment. Source models of depth 1 to 6, each reprogrammed with the
+chosen transformations; accuracy and spectral statistics against depth, and a statistic against
+target accuracy with its rank correlation.
+
+Points come from the cache first: one computed by the Explore page, the Compare page or a CLI
+sweep (``python -m reprog_core sweep``) appears at once. Missing points are computed only when
+asked (a grid is up to 6 x 5 fits, and the worker queue is shared with everyone).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import downloads, state, ui
+from reprog_core import figures
+from reprog_core.pipeline import sweep_row
+
+TRANSFORMS = list(figures.TRANSFORM_NAMES)
+DEFAULT_TRANSFORMS = ["vp", "fc"]
+DEPTHS = list(range(1, 7))
+SWEEP_KIND = "sweep-point"  # the kind CLI sweeps store under (reprog_core.sweep.SWEEP_TASK)
+
+st.title("Depth sweep")
+st.markdown(
+    "The paper's experiment: train source models of depth 1 to 6, reprogram each to the target "
+    "task, and ask whether the spectrum of the reprogrammed model's NTK tracks how well it does. "
+    "The paper reports that source accuracy rises with depth, that target accuracy follows it, "
+    "and that the padding prompt (vp) beats the fully connected transformation (fc). The pair of "
+    "data sets and everything else comes from the sidebar."
+)
+cfg = ui.config_sidebar(
+    fixed={"depth": "set by the sweep on this page", "transform": "set by the sweep on this page"}
+)
+if cfg is None:
+    st.stop()
+
+if ui.first_visit("depth-sweep"):
+    warns: list[str] = []
+    ts, w = state.parse_choices(
+        "transforms", ui.page_param("transforms"), TRANSFORMS, DEFAULT_TRANSFORMS
+    )
+    warns += w
+    ds, w = state.parse_int_list("depths", ui.page_param("depths"), 1, 6, DEPTHS)
+    warns += w
+    stat, w = state.parse_choice(
+        "stat", ui.page_param("stat"), list(figures.SPECTRAL_STATS), "lambda_min"
+    )
+    warns += w
+    st.session_state.update(
+        {"sw.transforms": ts, "sw.depths": ds, "sw.stat": stat, "sw.warnings": warns}
+    )
+ui.show_url_warnings(st.session_state.get("sw.warnings", []))
+st.session_state.setdefault("sw.transforms", DEFAULT_TRANSFORMS)
+st.session_state.setdefault("sw.depths", DEPTHS)
+st.session_state.setdefault("sw.stat", "lambda_min")
+
+c1, c2, c3 = st.columns([3, 2, 2])
+transforms = c1.multiselect(
+    "transformations", TRANSFORMS, key="sw.transforms", format_func=figures.TRANSFORM_NAMES.get
+)
+depths = c2.pills("source depths", DEPTHS, selection_mode="multi", key="sw.depths")
+stat = c3.selectbox(
+    "statistic against accuracy",
+    list(figures.SPECTRAL_STATS),
+    key="sw.stat",
+    format_func=lambda s: figures.SPECTRAL_STATS[s][0],
+)
+transforms = [t for t in TRANSFORMS if t in transforms]
+depths = sorted(depths or [])
+ui.sync_url(
+    cfg, {"transforms": ",".join(transforms), "depths": ",".join(map(str, depths)), "stat": stat}
+)
+if not transforms or not depths:
+    st.info("Choose at least one transformation and one depth.")
+    st.stop()
+
+reqs = []
+for t in transforms:
+    for d in depths:
+        try:
+            point = cfg.replace(depth=d, transform=t)
+        except Exception as exc:  # e.g. vp needs target_size < source_size
+            st.warning(f"{t} at depth {d} is skipped: {exc}")
+            continue
+        reqs.append(ui.Request(SWEEP_KIND, point, f"depth {d}, {t}"))
+keys = [r.key for r in reqs]
+ui.drop_stale(keys)
+ui.random_weights_banner(cfg.weights_label)
+
+asked = st.session_state.setdefault("sw.asked", set())
+results = [ui.fetch(r, start=r.key in asked, also=("explore",)) for r in reqs]
+missing = [r for r, res in zip(reqs, results) if res is None and r.key not in asked]
+n_ready = sum(res is not None for res in results)
+
+status = st.container()
+with status:
+    st.markdown(f"**{n_ready} of {len(reqs)} points ready.**")
+    # Always written (emptied when there is nothing to offer): while ``watch`` waits, Streamlit
+    # would otherwise keep the last run's button on screen, greyed out.
+    offer = st.empty()
+    if missing:
+        with offer.container():
+            st.caption(
+                f"{len(missing)} points are not in the cache. Each trains a source model "
+                "(shared between transformations of the same depth) and runs one fit."
+            )
+            if st.button(f"Compute the {len(missing)} missing points", type="primary"):
+                asked.update(r.key for r in missing)
+                st.rerun()
+    else:
+        offer.empty()
+
+rows = [sweep_row(res) for res in results if res is not None]
+if not rows:
+    with status:
+        ui.watch(keys)
+    st.stop()
+
+trend_fig = figures.depth_trends_figure(rows)
+ui.plot(trend_fig, "sw.trends")
+st.caption(
+    "Left to right: how well each source model does on its own data; how well it does on the "
+    "target after reprogramming; the smallest eigenvalue λ_min of the target NTK (the slowest "
+    "direction that can be fitted); and its effective rank (how many directions matter)."
+)
+scatter_fig = figures.stat_vs_accuracy_figure(rows, stat)
+ui.plot(scatter_fig, "sw.scatter")
+st.caption(
+    "Spearman's ρ measures whether a larger statistic goes with a higher accuracy (ρ = 1: "
+    "always, ρ = −1: always the opposite, ρ ≈ 0: no relation); with few points it is noisy."
+)
+
+with st.expander("All points as a table"):
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+st.subheader("Downloads")
+d1, d2, d3, d4 = st.columns(4)
+with d1:
+    ui.download(
+        "Sweep table (CSV)",
+        lambda: downloads.rows_csv(rows, f"depth sweep ({cfg.source_data} -> {cfg.target})"),
+        "depth-sweep.csv",
+        "text/csv",
+        "sw.dl.csv",
+    )
+with d2:
+    ui.download(
+        "All results (JSON)",
+        lambda: downloads.result_json([r for r in results if r is not None]),
+        "depth-sweep.json",
+        "application/json",
+        "sw.dl.json",
+    )
+with d3:
+    ui.figure_download("Trends figure (HTML)", trend_fig, "depth-sweep-trends.html", "sw.dl.t")
+with d4:
+    ui.figure_download("Scatter figure (HTML)", scatter_fig, "depth-sweep-scatter.html", "sw.dl.s")
+with status:
+    ui.watch(keys)  # last: it waits for running points while the page above stays drawn

@@ -1,0 +1,147 @@
+"""Explore: one source model and one input transformation; its NTK spectrum next to its fit."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import downloads, ui
+from reprog_core import figures
+
+st.title("Explore one reprogrammed model")
+st.markdown(
+    "A frozen **source model** f_S, trained on one data set, is reused for a new **target** task "
+    "by training only a small **input transformation** a_θ in front of it (and mapping its "
+    "output classes to the target's). The **neural tangent kernel** (NTK) of that transformation "
+    "predicts how fast and how far such a fit can go: large eigenvalues are directions it learns "
+    "quickly, tiny ones it barely learns. Pick the settings in the sidebar; see **Learn** for the "
+    "ideas behind each figure."
+)
+ui.show_url_warnings()
+cfg = ui.config_sidebar()
+if cfg is None:
+    st.stop()
+ui.sync_url(cfg)
+
+req = ui.Request("explore", cfg, "Source model, target NTK and reprogramming fit")
+ui.drop_stale([req.key])
+ui.random_weights_banner(cfg.weights_label)
+result = ui.fetch(req, also=("sweep-point",))  # a Depth sweep point is the same computation
+if result is None:
+    if ui.pending([req.key]):
+        st.info(
+            "Computing: the source model is trained (or loaded from the cache), then the target "
+            "NTK and the fit. Settings that were computed before appear at once.",
+            icon="⏳",
+        )
+    ui.watch([req.key])
+    st.stop()
+
+fit, src, kernel = result["fit"], result["source"], result.get("kernel")
+weights = result.get("weights")
+rcfg = result["config"]
+
+# ---- headline numbers ----------------------------------------------------------------------
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric(
+    "source test accuracy",
+    figures.pct(src["source_test_acc"]),
+    help=f"f_S on {rcfg['source_data']}'s test images",
+)
+c2.metric(
+    "target accuracy after the fit",
+    figures.pct(fit["target_test_acc"]),
+    delta=f"{100 * (fit['target_test_acc'] - fit['initial_test_acc']):+.1f} points vs before",
+    help="target test accuracy of f_T = b ∘ f_S ∘ a_θ after training θ",
+)
+c3.metric(
+    "baseline (transform none)",
+    figures.pct(fit.get("baseline_test_acc")),
+    help="the same source model on resized target images, nothing trained",
+)
+stats = (kernel or {}).get("stats") or {}
+c4.metric(
+    "λ_min of the NTK",
+    figures.fmt(stats.get("lambda_min"), 3),
+    help="smallest eigenvalue above the tolerance",
+)
+c5.metric(
+    "effective rank",
+    figures.fmt(stats.get("effective_rank"), 3),
+    help="how many directions carry the kernel's weight",
+)
+if fit.get("stopped"):
+    st.warning(f"The fit stopped early: {fit['stopped']}", icon="⚠️")
+
+# ---- source model card ---------------------------------------------------------------------
+st.subheader("Source model")
+st.dataframe(figures.source_card_rows(src, rcfg), hide_index=True, width="stretch")
+
+# ---- spectrum ------------------------------------------------------------------------------
+st.subheader("Spectrum of the target NTK")
+if kernel is None:
+    st.info("Transform `none` has no trainable parameters, so there is no kernel to take.")
+    spec_fig = None
+else:
+    st.caption(
+        "Each eigenvalue is one direction in the space of predictions on the N kernel samples. "
+        "Gradient descent shrinks the error along direction i by a factor e^(−η λ_i) per unit "
+        "of time: the orange line (λ_min) is the slowest direction that can still be fitted; "
+        "past the green line (the rank) nothing can be fitted at all."
+    )
+    spec_fig = figures.spectrum_figure(kernel, weights)
+    ui.plot(spec_fig, "spectrum")
+    st.dataframe(figures.spectrum_stats_rows(kernel), hide_index=True, width="stretch")
+
+# ---- fit curves ----------------------------------------------------------------------------
+st.subheader("The reprogramming fit")
+st.caption(
+    "Middle panel: the measured squared loss on the kernel samples (solid) and the loss the NTK "
+    "spectrum predicts (dashed). They match when training stays in the linear (kernel) regime "
+    "and the fit uses full-batch gradient descent on squared loss."
+)
+curves_fig = figures.fit_curves_figure(fit, kernel, weights)
+ui.plot(curves_fig, "curves")
+
+# ---- images --------------------------------------------------------------------------------
+st.subheader("What the source model sees")
+img_fig = figures.transform_examples_figure(fit)
+ui.plot(img_fig, "images")
+
+# ---- downloads -----------------------------------------------------------------------------
+st.subheader("Downloads")
+stem = f"explore-d{rcfg['depth']}-{rcfg['transform']}-{rcfg['target']}-seed{rcfg['seed']}"
+cols = st.columns(3)
+with cols[0]:
+    ui.download(
+        "Results (JSON)",
+        lambda: downloads.result_json(result),
+        f"{stem}.json",
+        "application/json",
+        "dl.json",
+    )
+    ui.download(
+        "Fit curves (CSV)",
+        lambda: downloads.curves_csv(result),
+        f"{stem}-curves.csv",
+        "text/csv",
+        "dl.curves",
+    )
+with cols[1]:
+    if kernel is not None:
+        ui.download(
+            "Eigenvalues (CSV)",
+            lambda: downloads.eigenvalues_csv(result),
+            f"{stem}-eigenvalues.csv",
+            "text/csv",
+            "dl.eig",
+        )
+    ui.figure_download(
+        "Fit curves figure (HTML)", curves_fig, f"{stem}-curves.html", "dl.curves.html"
+    )
+with cols[2]:
+    if spec_fig is not None:
+        ui.figure_download(
+            "Spectrum figure (HTML)", spec_fig, f"{stem}-spectrum.html", "dl.spec.html"
+        )
+    ui.figure_download("Images figure (HTML)", img_fig, f"{stem}-images.html", "dl.img.html")
+ui.result_footer(result)

@@ -1,0 +1,252 @@
+"""Learn: the idea in plain words and formulas, with two small live demonstrations.
+
+The demonstrations run in this process (well under a second each, cached per setting); their
+numbers come from ``reprog_core.demos`` and their figures from ``reprog_core.figures``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import state, ui
+from reprog_core import demos, figures
+
+WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
+LABEL_NAMES = {
+    "even": "spread evenly over all directions",
+    "fast": "along the large eigenvalues",
+    "slow": "along the small eigenvalues",
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _convergence(alpha: float, labels: str, step_size: float, steps: int) -> dict:
+    return demos.spectrum_convergence(alpha=alpha, labels=labels, step_size=step_size, steps=steps)
+
+
+@st.cache_data(show_spinner="Building networks and their kernels ...", max_entries=32)
+def _width(widths: tuple[int, ...], depth: int, seeds: int) -> dict:
+    return demos.ntk_width_convergence(widths=widths, depth=depth, seeds=seeds)
+
+
+# ---- URL settings, read once per session ------------------------------------------------------
+if ui.first_visit("learn"):
+    warns: list[str] = []
+    alpha, w = state.parse_number("alpha", ui.page_param("alpha"), 0.0, 3.0, 1.0)
+    warns += w
+    labels, w = state.parse_choice("labels", ui.page_param("labels"), list(LABEL_NAMES), "even")
+    warns += w
+    lr, w = state.parse_number("lr", ui.page_param("lr"), 0.1, 1.9, 1.0)
+    warns += w
+    gd_steps, w = state.parse_number(
+        "gd_steps", ui.page_param("gd_steps"), 20, 1000, 200, integer=True
+    )
+    warns += w
+    widths, w = state.parse_int_list(
+        "widths", ui.page_param("widths"), 1, 1024, [16, 64, 256, 1024]
+    )
+    warns += w
+    if any(x not in WIDTHS for x in widths):
+        warns.append(
+            f"URL parameter `widths`: only {', '.join(map(str, WIDTHS))} are offered; "
+            "the others were dropped."
+        )
+    widths = [x for x in widths if x in WIDTHS] or [16, 64, 256, 1024]
+    nn_depth, w = state.parse_number("nn_depth", ui.page_param("nn_depth"), 1, 3, 2, integer=True)
+    warns += w
+    seeds, w = state.parse_number("seeds", ui.page_param("seeds"), 1, 5, 3, integer=True)
+    warns += w
+    st.session_state.update(
+        {
+            "learn.alpha": float(alpha),
+            "learn.labels": labels,
+            "learn.lr": float(lr),
+            "learn.gd_steps": int(gd_steps),
+            "learn.widths": widths,
+            "learn.nn_depth": int(nn_depth),
+            "learn.seeds": int(seeds),
+            "learn.warnings": warns,
+        }
+    )
+for k, v in {
+    "learn.alpha": 1.0,
+    "learn.labels": "even",
+    "learn.lr": 1.0,
+    "learn.gd_steps": 200,
+    "learn.widths": [16, 64, 256, 1024],
+    "learn.nn_depth": 2,
+    "learn.seeds": 3,
+}.items():
+    st.session_state.setdefault(k, v)
+
+st.title("Learn: why the kernel's spectrum matters")
+ui.show_url_warnings(st.session_state.get("learn.warnings", []))
+with st.sidebar:
+    st.caption(
+        "This page has no experiment settings. The other pages' settings are kept: go back and "
+        "they are as you left them."
+    )
+
+# ---- 1. reprogramming ------------------------------------------------------------------------
+st.header("1 · Model reprogramming")
+st.markdown(
+    "Training a large model for every new task is expensive. **Model reprogramming** reuses a "
+    "model trained on one task (the **source**) for another task (the **target**) without "
+    "changing it: a small **input transformation** a_θ turns a target image into an input the "
+    "source model understands, and a fixed **label mapping** b reads the target's classes off "
+    "the source's outputs. Only θ is trained."
+)
+st.latex(r"f_T(x) \;=\; b\big(f_S(a_\theta(x))\big), \qquad \text{only } \theta \text{ is trained}")
+st.markdown(
+    """
+| transformation | what it does to a target image |
+|---|---|
+| `vp`, padding visual prompt | shrink the image into the middle, learn a frame of pixels around it|
+| `vp-full`, watermark | resize the image, add a learned pattern over all of it |
+| `fc`, fully connected | a learned linear map from the target image to a source input |
+| `vp-fc` | `fc` for the middle, a learned frame around it |
+| `none` | just resize: the source model as it is (the baseline) |
+"""
+)
+
+# ---- 2. the kernel ---------------------------------------------------------------------------
+st.header("2 · The neural tangent kernel of a reprogrammed model")
+st.markdown(
+    "Suppose one gradient step on θ lowers the error on an image x. How much does that step "
+    "change the model's output on another image x′? To first order the answer is the **neural "
+    "tangent kernel** (NTK), built from the Jacobian J of the outputs with respect to θ:"
+)
+st.latex(
+    r"\Theta_T(x, x') \;=\; J(x)\,J(x')^\top, \qquad J(x) = \frac{\partial f_T(x)}{\partial\theta}"
+    r"\in \mathbb{R}^{c_T \times P}"
+)
+st.markdown(
+    "It is taken **with respect to θ only**: the source model is frozen. On N target images it "
+    "is a matrix, in one of two forms, and every figure says which: the **full** form, "
+    "(N·c_T)×(N·c_T), one row per image and class; or the **trace** form, N×N, summed over the "
+    "c_T classes. The paper shows (its Proposition 1) that the two have equivalent spectra."
+)
+
+# ---- 3. eigenvalues and speed ----------------------------------------------------------------
+st.header("3 · Eigenvalues set how fast a fit can go")
+st.markdown(
+    "Write the kernel as eigenvalues λ_i with eigenvectors v_i. In the NTK regime, gradient "
+    "descent with step size η on the squared loss shrinks the error r on the training images "
+    "along each eigenvector at its own rate:"
+)
+st.latex(r"r(t) \;=\; \sum_i e^{-\eta \lambda_i t}\, \langle v_i, r(0)\rangle\, v_i")
+st.markdown(
+    "Large λ_i: that part of the error disappears in a few steps. Small λ_i: it lingers. "
+    "λ_i = 0: it never goes away. So **λ_min** (the slowest direction), the **rank** (how many "
+    "directions can be fitted at all) and where the labels lie (**alignment**) decide how fast "
+    "and how far a reprogramming fit can go. Try it below on a model that is linear in its "
+    "parameters, where the formula is exact: choose how fast the eigenvalues fall off "
+    "(λ_i = i^−α) and where the labels lie."
+)
+a, b, c, d = st.columns(4)
+alpha = a.slider(
+    "decay α of the eigenvalues",
+    0.0,
+    3.0,
+    step=0.25,
+    key="learn.alpha",
+    help="λ_i = i^(−α): α = 0 makes all eigenvalues equal",
+)
+labels = b.radio(
+    "the labels lie", list(LABEL_NAMES), key="learn.labels", format_func=LABEL_NAMES.get
+)
+lr = c.slider(
+    "step size η·λ_max",
+    0.1,
+    1.9,
+    step=0.1,
+    key="learn.lr",
+    help="above 2 gradient descent diverges along the largest eigenvalue",
+)
+gd_steps = d.select_slider("steps", [20, 50, 100, 200, 500, 1000], key="learn.gd_steps")
+demo = _convergence(float(alpha), str(labels), float(lr), int(gd_steps))
+m1, m2, m3 = st.columns(3)
+m1.metric(
+    "steps to 1% of the initial loss",
+    demo["steps_to_1pct"] if demo["steps_to_1pct"] is not None else f"more than {gd_steps}",
+)
+m2.metric("condition number λ_max/λ_min", figures.fmt(demo["condition_number"], 3))
+m3.metric("kernel-target alignment", figures.fmt(demo["alignment"], 3))
+ui.plot(figures.convergence_demo_figure(demo), "learn.conv")
+st.caption(
+    f"{demo['n']} training points, {demo['n_params']} parameters. Black: the loss of real "
+    "gradient descent. Dashed: the loss the eigenvalues predict. Dotted: the part of the loss "
+    "along each third of the eigenvectors; the part along the small eigenvalues is the one "
+    "that lingers. Try α = 0, then α = 2; then move the labels to the large or the small "
+    "eigenvalues."
+)
+
+# ---- 4. width --------------------------------------------------------------------------------
+st.header("4 · Wide networks have a fixed kernel")
+st.markdown(
+    "Why trust a linear picture of a neural network? Because as a network gets wider, its NTK "
+    "at initialisation stops being random: it converges to a fixed, analytic kernel, and stays "
+    "nearly constant during training. Below: ReLU networks of several widths, each initialised "
+    "at random a few times, against the infinite-width kernel. Inputs lie on a circle, so the "
+    "kernel between x₀ and x depends only on the angle γ between them."
+)
+a, b, c = st.columns([3, 1, 1])
+widths = a.multiselect("widths", WIDTHS, key="learn.widths")
+nn_depth = b.selectbox("hidden layers", [1, 2, 3], key="learn.nn_depth")
+seeds = c.selectbox("initialisations per width", [1, 2, 3, 4, 5], key="learn.seeds")
+widths = sorted(widths)
+if widths:
+    wdemo = _width(tuple(widths), int(nn_depth), int(seeds))
+    ui.plot(figures.width_demo_figure(wdemo), "learn.width")
+    st.caption(
+        "Left: thin lines are the empirical kernels of individual random networks, the black "
+        "line the analytic one. Right: the relative difference falls roughly like 1/√width "
+        f"(dashed). Widest network: {figures.fmt(wdemo['n_params'][-1])} parameters."
+    )
+else:
+    st.info("Choose at least one width.")
+
+# ---- 5. reading the other pages ----------------------------------------------------------------
+st.header("5 · Reading the other pages")
+st.markdown(
+    """
+- **Spectrum**: the eigenvalues of the target NTK from largest to smallest, on a log scale.
+  Grey crosses are numerically zero (below the stated tolerance): directions no fit can move.
+- **λ_min**: the smallest eigenvalue above the tolerance. Larger: the slowest direction is
+  fitted faster.
+- **Rank**: how many eigenvalues are above the tolerance. A `vp` prompt on a 32×32 source with a
+  28×28 target has only 3·(32²−28²) = 720 parameters, so its full kernel has rank at most 720
+  however many images you use.
+- **Effective rank**: how many directions carry the kernel's weight (exp of the entropy of the
+  normalised eigenvalues).
+- **Alignment**: how much of the labels lies along the large eigenvalues (near 1: most).
+- **Σ|Θ(x,x′)|/N**: the term in the paper's bound on the generalisation gap.
+- **NTK-predicted loss**: the formula of section 3 applied to the real kernel, drawn over the
+  real fit. It assumes full-batch gradient descent on squared loss; choose `optimizer sgd` and
+  `loss mse` in the sidebar's Advanced section to make the fit match that assumption.
+- **RANDOM weights**: without a network, no pretrained CLIP weights can be downloaded here.
+  A `clip-cnn` source with random weights is marked in red on every figure: it shows the method
+  at work, not CLIP's pretrained features.
+"""
+)
+st.header("6 · What the paper reports")
+st.markdown(
+    "Chung et al., *Model Reprogramming Demystified: A Neural Tangent Kernel Perspective* "
+    "(arXiv 2506.00620, 2025). With CLIP as a frozen feature extractor and a trainable CNN of "
+    "depth 1 to 6 on top: source accuracy rises with depth, target accuracy rises with source "
+    "depth, and the padding prompt beats the fully connected transformation. The **Depth sweep** "
+    "page runs that experiment on the data sets available here."
+)
+
+ui.sync_url(
+    ui.current_config(),
+    {
+        "alpha": state.to_param(float(alpha)),
+        "labels": str(labels),
+        "lr": state.to_param(float(lr)),
+        "gd_steps": str(gd_steps),
+        "widths": ",".join(map(str, widths)),
+        "nn_depth": str(nn_depth),
+        "seeds": str(seeds),
+    },
+)

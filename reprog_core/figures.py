@@ -1,0 +1,1093 @@
+"""Plot builders: result records in, plotly figures out.
+
+Pure functions over the JSON-safe dicts of ``reprog_core.results`` (as the backend returns them) and
+the rows of ``reprog_core.pipeline.sweep_row``. No Streamlit here: the dashboard and the sweep's
+HTML report draw the same figures, and the tests check them without a browser.
+
+Every figure says what it shows. A kernel figure names the kernel (target NTK w.r.t. theta, or
+source NTK), its form (trace N x N or full N*c_T x N*c_T), N and P; a figure made with a randomly
+initialised backbone says so in its title and in a red banner, because a random-weights spectrum
+looks just like a pretrained one and must never be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+Result = Mapping[str, Any]
+TOP_PX = 115  # room above the plot area: title, a two-line subtitle, subplot titles
+
+# One colour per transform, so that every page draws vp / fc / ... in the same colour.
+TRANSFORM_COLORS = {
+    "vp": "#3b5bdb",
+    "vp-full": "#0ca678",
+    "fc": "#e8590c",
+    "vp-fc": "#ae3ec9",
+    "none": "#868e96",
+}
+PALETTE = ["#3b5bdb", "#e8590c", "#0ca678", "#ae3ec9", "#f59f00", "#1098ad", "#c2255c", "#5c940d"]
+RANDOM_COLOR = "#c92a2a"
+MUTED = "#868e96"
+
+TRANSFORM_NAMES = {
+    "vp": "padding visual prompt (vp)",
+    "vp-full": "full-image additive prompt (vp-full)",
+    "fc": "fully connected layer (fc)",
+    "vp-fc": "fc inside + padding prompt (vp-fc)",
+    "none": "resize only, no training (none)",
+}
+
+# Spectral statistics a user can plot against accuracy: key -> (label, better when, log axis).
+SPECTRAL_STATS: dict[str, tuple[str, str, bool]] = {
+    "lambda_min": ("λ_min (smallest eigenvalue above tolerance)", "higher", True),
+    "effective_rank": ("effective rank", "higher", False),
+    "rank": ("numerical rank", "higher", False),
+    "lambda_max": ("λ_max (largest eigenvalue)", "higher", True),
+    "condition_number": ("condition number λ_max / λ_min", "lower", True),
+    "trace": ("trace (sum of eigenvalues)", "higher", True),
+    "alignment": ("kernel-target alignment", "higher", False),
+    "decay_exponent": ("decay exponent α (λ_i ∝ i^−α)", "lower", False),
+    "abs_sum_over_n": ("Σ|Θ(x,x')| / N (generalisation-gap term)", "lower", True),
+}
+
+
+# --------------------------------------------------------------------------- labels and notes
+def weights_note(weights: str | None) -> str | None:
+    """A warning line for a randomly initialised backbone; None when there is nothing to warn."""
+    if weights == "random":
+        return "RANDOM backbone weights: the CLIP tower was not pretrained"
+    return None
+
+
+def weights_description(weights: str | None, config: Mapping[str, Any] | None = None) -> str:
+    """How the source model's weights came to be, in words."""
+    cfg = config or {}
+    src = cfg.get("source_data", "the source data")
+    if weights in (None, "none"):
+        return f"pixel model, trained from scratch on {src} (no pretrained backbone)"
+    backbone = cfg.get("backbone", "CLIP")
+    if weights == "random":
+        return (
+            f"CLIP tower {backbone} with RANDOM weights (not pretrained), frozen; "
+            f"its CNN head trained on {src}"
+        )
+    return (
+        f"CLIP tower {backbone} with pretrained weights '{weights}', frozen; head trained on {src}"
+    )
+
+
+def kernel_description(kernel: Result, sep: str = " · ") -> str:
+    """One line naming the kernel: w.r.t. what, which form, N, c and P, and how it was computed.
+    ``sep`` goes between what the kernel is and its form (``<br>`` in a figure subtitle)."""
+    n, c, p = kernel.get("n"), kernel.get("n_outputs"), kernel.get("n_params")
+    if kernel.get("wrt", "transform") == "source":
+        what = f"source NTK K_S w.r.t. the source model's {_count(p)} trainable parameters"
+    else:
+        what = f"target NTK Θ_T w.r.t. θ, the input transformation's {_count(p)} parameters"
+    if kernel.get("kernel") == "full":
+        size = n * c if isinstance(n, int) and isinstance(c, int) else "N·c"
+        form = f"full form ({size}×{size}: N·c_T rows, c_T = {c})"
+    else:
+        form = f"trace form ({n}×{n}, summed over the c = {c} outputs)"
+    method = kernel.get("method")
+    partial = (
+        " · top eigenvalues only (Lanczos)" if (kernel.get("stats") or {}).get("partial") else ""
+    )
+    return f"{what}{sep}{form} · N = {n} samples" + (f" · {method}" if method else "") + partial
+
+
+def dynamics_comparability(config: Mapping[str, Any]) -> str:
+    """Whether the NTK-predicted and the measured loss should agree, given the fit's settings."""
+    opt, loss = config.get("optimizer"), config.get("loss")
+    if opt == "sgd" and loss == "mse":
+        return (
+            "Comparable: the NTK prediction assumes full-batch gradient descent on squared loss "
+            "(linearised model, the fit's learning rate), and this fit used exactly that "
+            "(optimizer sgd, loss mse)."
+        )
+    return (
+        "Not directly comparable: the NTK prediction assumes full-batch gradient descent on "
+        f"squared loss, and this fit used optimizer {opt} with loss {loss}, so the curves differ "
+        "by construction; the prediction shows how fast the spectrum lets the loss fall. Choose "
+        "optimizer sgd and loss mse to compare them directly."
+    )
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for people: None/NaN as '—', large or tiny values in scientific notation."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def pct(value: Any) -> str:
+    """An accuracy in [0, 1] as a percentage."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{100 * float(value):.1f}%"
+
+
+def _count(p: Any) -> str:
+    return f"P = {p:,}" if isinstance(p, int) else "P"
+
+
+def _title(text: str, subtitle: str, weights: str | None) -> dict[str, Any]:
+    note = weights_note(weights)
+    if note:
+        text = f"{text} — <span style='color:{RANDOM_COLOR}'>RANDOM backbone weights</span>"
+    return {"text": text, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"}
+
+
+def _random_banner(fig: go.Figure, weights: str | None, plot_height: float) -> None:
+    """A large translucent 'RANDOM WEIGHTS' watermark across the plot area and a red note at the
+    right of the title row: both survive cropping, screenshots and HTML export, and neither hides
+    data."""
+    note = weights_note(weights)
+    if not note:
+        return
+    fig.add_annotation(
+        text="RANDOM WEIGHTS",
+        name="random-weights-watermark",
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        textangle=-12,
+        opacity=0.13,
+        font={"color": RANDOM_COLOR, "size": 64},
+    )
+    fig.add_annotation(
+        text=f"⚠ {note}",
+        xref="paper",
+        yref="paper",
+        x=1,
+        y=1 + (TOP_PX - 14) / max(plot_height, 1),
+        xanchor="right",
+        yanchor="top",
+        showarrow=False,
+        font={"color": "white", "size": 12},
+        bgcolor=RANDOM_COLOR,
+        borderpad=4,
+    )
+
+
+def _level(
+    fig: go.Figure, y: float, text: str, color: str, dash: str, where: str, log: bool = True
+) -> None:
+    """A horizontal line across the plot with a label at its right or left end.
+
+    Not ``add_hline``'s own label: on a log axis plotly places annotations at log10(y), and
+    add_hline passes y unchanged, which put the label decades away from its line.
+    """
+    fig.add_hline(y=y, line={"dash": dash, "color": color, "width": 1.2})
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        x=1 if where.endswith("right") else 0,
+        xanchor="right" if where.endswith("right") else "left",
+        y=math.log10(y) if log else y,
+        yanchor="bottom" if where.startswith("top") else "top",
+        showarrow=False,
+        font={"color": color, "size": 12},
+        bgcolor="rgba(255,255,255,0.7)",
+    )
+
+
+def _footnote(fig: go.Figure, text: str, y: float = -0.22) -> None:
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=y,
+        xanchor="left",
+        yanchor="top",
+        showarrow=False,
+        align="left",
+        font={"size": 11, "color": "#495057"},
+    )
+
+
+def _wrap(text: str, width: int = 130) -> str:
+    """Break a long note into lines for a plotly annotation (which never wraps by itself)."""
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    if line:
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def _below_px(height: int, bottom: int, px: float) -> float:
+    """Paper y coordinate ``px`` pixels under the plot area (plotly places legends and notes in
+    fractions of the plot area, which changes with the figure's height)."""
+    return -px / max(height - TOP_PX - bottom, 1)
+
+
+def _base_layout(
+    fig: go.Figure,
+    height: int,
+    bottom: int = 110,
+    legend_px: float = 52,
+    vertical_legend: bool = False,
+    weights: str | None = None,
+) -> go.Figure:
+    """Shared look: title and subtitle on top, the legend under the x axis title, and the
+    random-weights marks when ``weights`` is 'random'."""
+    _random_banner(fig, weights, height - TOP_PX - bottom)
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin={"l": 70, "r": 20, "t": TOP_PX, "b": bottom},
+        legend={
+            "orientation": "v" if vertical_legend else "h",
+            "yanchor": "top",
+            "y": _below_px(height, bottom, legend_px),
+            "xanchor": "left",
+            "x": 0,
+        },
+        hovermode="closest",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- spectrum
+def _positive_floor(stats: Mapping[str, Any]) -> float:
+    """Where to draw eigenvalues that are numerically zero on a log axis: a decade below the
+    tolerance (or below the smallest positive eigenvalue when there is no tolerance)."""
+    tol = float(stats.get("rank_tol") or 0.0)
+    eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+    pos = eig[eig > 0]
+    ref = tol if tol > 0 else (pos.min() if pos.size else 1.0)
+    return ref / 10.0
+
+
+def spectrum_figure(
+    kernel: Result, weights: str | None = None, title: str | None = None
+) -> go.Figure:
+    """Eigenvalues (descending, log scale) of one kernel, with λ_min, the tolerance and the rank
+    marked. ``kernel`` is a KernelResult dict; ``weights`` its weights label (defaults to the
+    kernel's own)."""
+    stats = kernel.get("stats") or {}
+    weights = weights if weights is not None else kernel.get("weights")
+    eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+    idx = np.arange(1, eig.size + 1)
+    tol = float(stats.get("rank_tol") or 0.0)
+    floor = _positive_floor(stats)
+    above = eig > tol
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=idx[above],
+            y=eig[above],
+            mode="lines+markers",
+            name="eigenvalue λ_i",
+            marker={"size": 5, "color": PALETTE[0]},
+            line={"color": PALETTE[0], "width": 1.5},
+            hovertemplate="i = %{x}<br>λ_i = %{y:.4g}<extra></extra>",
+        )
+    )
+    if (~above).any():
+        # Zero (or slightly negative, from round-off) eigenvalues cannot sit on a log axis: draw
+        # them at a floor, in grey, and say so in the legend.
+        fig.add_trace(
+            go.Scatter(
+                x=idx[~above],
+                y=np.full((~above).sum(), floor),
+                mode="markers",
+                name=f"numerically zero (≤ tolerance), drawn at {floor:.1e}",
+                marker={"size": 5, "color": MUTED, "symbol": "x"},
+                customdata=eig[~above],
+                hovertemplate="i = %{x}<br>λ_i = %{customdata:.3g} (≤ tolerance)<extra></extra>",
+            )
+        )
+    lam_min = stats.get("lambda_min")
+    if lam_min and lam_min > 0:
+        _level(fig, lam_min, f"λ_min = {fmt(lam_min, 3)}", "#e8590c", "dot", "bottom right")
+    if tol > 0 and (~above).any():
+        # Only when something falls below it: otherwise the line would stretch the axis decades
+        # below the spectrum (the tolerance is always in the statistics table).
+        _level(fig, tol, f"rank tolerance {tol:.1e}", MUTED, "dash", "top right")
+    rank = stats.get("rank")
+    if isinstance(rank, int) and eig.size:
+        fig.add_vline(
+            x=rank + 0.5 if rank < eig.size else rank,
+            line={"dash": "dash", "color": "#0ca678"},
+            annotation_text=f"rank = {rank} of {eig.size}",
+            annotation_position="top left" if rank > eig.size / 2 else "top right",
+            annotation_font_color="#0ca678",
+        )
+    fig.update_yaxes(
+        type="log",
+        title="eigenvalue λ_i (log scale)",
+        exponentformat="power",
+        dtick=_decade_dtick(fig),
+    )
+    fig.update_xaxes(title="index i (largest first)")
+    head = title or (
+        "Eigenvalue spectrum of the "
+        + ("source NTK" if kernel.get("wrt") == "source" else "target NTK")
+    )
+    fig.update_layout(title=_title(head, kernel_description(kernel, sep="<br>"), weights))
+    return _base_layout(fig, 480, weights=weights)
+
+
+def spectrum_stats_rows(kernel: Result) -> list[dict[str, str]]:
+    """The statistics table: one row per statistic with its value and what it means."""
+    s = kernel.get("stats") or {}
+    n_eig = len(s.get("eigenvalues") or [])
+    targets = s.get("alignment_targets") or "targets"
+    rows = [
+        ("λ_max", fmt(s.get("lambda_max")), "largest eigenvalue: the fastest direction to fit"),
+        (
+            "λ_min",
+            fmt(s.get("lambda_min")),
+            f"smallest eigenvalue above the tolerance: the slowest direction that can still be "
+            f"fitted (raw smallest: {fmt(s.get('lambda_min_raw'), 3)})",
+        ),
+        (
+            "numerical rank",
+            f"{s.get('rank', '—')} of {n_eig}",
+            f"eigenvalues above the tolerance {fmt(s.get('rank_tol'), 2)}; the other directions "
+            "cannot be fitted at all",
+        ),
+        (
+            "condition number",
+            fmt(s.get("condition_number")),
+            "λ_max / λ_min: how unevenly fast the directions are fitted (lower is better)",
+        ),
+        ("trace", fmt(s.get("trace")), "sum of the eigenvalues"),
+        (
+            "effective rank",
+            fmt(s.get("effective_rank")),
+            "exp(entropy of λ/Σλ): how many directions carry the kernel's weight",
+        ),
+        (
+            "decay exponent α",
+            fmt(s.get("decay_exponent")),
+            "power-law fit λ_i ∝ i^−α to the top of the spectrum: larger means faster decay",
+        ),
+        (
+            "kernel-target alignment",
+            fmt(s.get("alignment")),
+            f"yᵀKy / (‖K‖_F ‖y‖²) with {targets}: near 1, the labels lie along fast directions",
+        ),
+        (
+            "Σ|Θ(x,x')| / N",
+            fmt(s.get("abs_sum_over_n")),
+            "the paper's generalisation-gap term (smaller is better)",
+        ),
+        (
+            "negative eigenvalues",
+            str(s.get("n_negative", "—")),
+            "below −tolerance: should be 0, a kernel is positive semi-definite",
+        ),
+    ]
+    if s.get("partial"):
+        rows.append(("partial", "yes", "only the top eigenvalues were computed (Lanczos)"))
+    return [{"statistic": a, "value": b, "what it means": c} for a, b, c in rows]
+
+
+def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[str]) -> go.Figure:
+    """Several spectra on one log axis, each normalised by nothing: absolute eigenvalues, so a
+    larger kernel sits higher. Legend entries name each kernel's form and N."""
+    fig = go.Figure()
+    any_random = False
+    for i, (kernel, label) in enumerate(zip(kernels, labels)):
+        if not kernel:
+            continue
+        stats = kernel.get("stats") or {}
+        eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+        floor = _positive_floor(stats)
+        is_random = kernel.get("weights") == "random"
+        any_random |= is_random
+        color = PALETTE[i % len(PALETTE)]
+        name = f"{label} · {kernel.get('kernel')} form, N = {kernel.get('n')}"
+        if is_random:
+            name += " · RANDOM weights"
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, eig.size + 1),
+                y=np.maximum(eig, floor),
+                mode="lines",
+                name=name,
+                line={"color": color, "width": 2},
+                hovertemplate=f"{label}<br>i = %{{x}}<br>λ_i = %{{y:.4g}}<extra></extra>",
+            )
+        )
+        lam_min = stats.get("lambda_min")
+        if lam_min and lam_min > 0:
+            fig.add_hline(y=lam_min, line={"dash": "dot", "color": color, "width": 1})
+    fig.update_yaxes(
+        type="log",
+        title="eigenvalue λ_i (log scale)",
+        exponentformat="power",
+        dtick=_decade_dtick(fig),
+    )
+    fig.update_xaxes(title="index i (largest first)")
+    fig.update_layout(
+        title=_title(
+            "Target NTK spectra, overlaid",
+            "dotted lines: each config's λ_min · eigenvalues at or below the tolerance are drawn "
+            "at a floor",
+            "random" if any_random else None,
+        ),
+    )
+    n_curves = sum(1 for k in kernels if k)
+    bottom = 70 + 20 * n_curves
+    fig.update_layout(showlegend=True)  # plotly hides a one-entry legend; it names the config
+    return _base_layout(
+        fig,
+        360 + bottom,
+        bottom=bottom,
+        vertical_legend=True,
+        weights="random" if any_random else None,
+    )
+
+
+# --------------------------------------------------------------------------- fit curves
+def fit_curves_figure(
+    fit: Result, kernel: Result | None = None, weights: str | None = None
+) -> go.Figure:
+    """The reprogramming fit: training loss, the squared loss on the N kernel samples with the
+    NTK-predicted loss drawn over it, and accuracy, all against the step.
+
+    ``fit`` is a FitResult dict; ``kernel`` the KernelResult dict whose ``dynamics`` holds the
+    prediction (absent for transform 'none').
+    """
+    curves = fit.get("curves") or {}
+    cfg = fit.get("config") or {}
+    weights = weights if weights is not None else fit.get("weights")
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            f"training loss ({'cross-entropy' if cfg.get('loss') == 'ce' else 'squared'}, "
+            "per batch)",
+            "squared loss on the N kernel samples",
+            "accuracy",
+        ),
+        horizontal_spacing=0.07,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curves.get("step", []),
+            y=curves.get("train_loss", []),
+            mode="lines",
+            name="training loss (per batch)",
+            line={"color": MUTED, "width": 1},
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curves.get("eval_step", []),
+            y=curves.get("kernel_loss", []),
+            mode="lines+markers",
+            name="measured squared loss (kernel samples)",
+            line={"color": PALETTE[0], "width": 2},
+            marker={"size": 6},
+        ),
+        row=1,
+        col=2,
+    )
+    dyn = (kernel or {}).get("dynamics") or {}
+    if dyn.get("step"):
+        fig.add_trace(
+            go.Scatter(
+                x=dyn["step"],
+                y=dyn["loss"],
+                mode="lines",
+                name="NTK-predicted squared loss (from the spectrum)",
+                line={"color": "#e8590c", "width": 2, "dash": "dash"},
+            ),
+            row=1,
+            col=2,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=curves.get("step", []),
+            y=curves.get("train_acc", []),
+            mode="lines",
+            name="training accuracy (per batch)",
+            line={"color": MUTED, "width": 1},
+            opacity=0.7,
+        ),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curves.get("eval_step", []),
+            y=curves.get("test_acc", []),
+            mode="lines+markers",
+            name="target test accuracy",
+            line={"color": "#0ca678", "width": 2},
+            marker={"size": 6},
+        ),
+        row=1,
+        col=3,
+    )
+    base = fit.get("baseline_test_acc")
+    if base is not None and not (isinstance(base, float) and math.isnan(base)):
+        fig.add_hline(
+            y=base,
+            row=1,
+            col=3,
+            line={"dash": "dot", "color": MUTED},
+            annotation_text=f"baseline 'none' {pct(base)}",
+            annotation_position="bottom right",
+            annotation_font_color=MUTED,
+        )
+    _loss_axis(fig, [*curves.get("kernel_loss", []), *(dyn.get("loss") or [])], row=1, col=2)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=3)
+    fig.update_xaxes(title="step")
+    note = dynamics_comparability(cfg)
+    if dyn.get("note"):
+        note += " " + dyn["note"]
+    if not dyn.get("step"):
+        note = "No NTK prediction: transform 'none' has no parameters to take a kernel over."
+    stopped = fit.get("stopped")
+    if stopped:
+        note = f"STOPPED EARLY: {stopped}  " + note
+    lines = _wrap(note)
+    height, bottom = 560, 120 + 15 * (lines.count("<br>") + 1)
+    _footnote(fig, lines, y=_below_px(height, bottom, 105))
+    subtitle = (
+        f"{TRANSFORM_NAMES.get(str(fit.get('transform')), fit.get('transform'))} · "
+        f"{fmt(fit.get('n_params_transform'))} trainable parameters · optimizer "
+        f"{cfg.get('optimizer')}, loss {cfg.get('loss')}, {cfg.get('steps')} steps · "
+        f"target test accuracy {pct(fit.get('initial_test_acc'))} → "
+        f"{pct(fit.get('target_test_acc'))}"
+    )
+    fig.update_layout(title=_title("Reprogramming fit: only θ is trained", subtitle, weights))
+    return _base_layout(fig, height, bottom=bottom, weights=weights)
+
+
+def curves_overlay_figure(
+    fits: Sequence[Result | None], kernels: Sequence[Result | None], labels: Sequence[str]
+) -> go.Figure:
+    """Several fits: measured (solid) and NTK-predicted (dashed) kernel-sample loss, and test
+    accuracy, one colour per config."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "squared loss on the kernel samples: measured (solid), NTK-predicted (dashed)",
+            "target test accuracy",
+        ),
+        horizontal_spacing=0.08,
+    )
+    any_random = False
+    for i, (fit, kernel, label) in enumerate(zip(fits, kernels, labels)):
+        if not fit:
+            continue
+        any_random |= fit.get("weights") == "random"
+        color = PALETTE[i % len(PALETTE)]
+        c = fit.get("curves") or {}
+        fig.add_trace(
+            go.Scatter(
+                x=c.get("eval_step"),
+                y=c.get("kernel_loss"),
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                line={"color": color, "width": 2},
+                marker={"size": 5},
+            ),
+            row=1,
+            col=1,
+        )
+        dyn = (kernel or {}).get("dynamics") or {}
+        if dyn.get("step"):
+            fig.add_trace(
+                go.Scatter(
+                    x=dyn["step"],
+                    y=dyn["loss"],
+                    mode="lines",
+                    name=f"{label} (NTK prediction)",
+                    legendgroup=label,
+                    showlegend=False,
+                    line={"color": color, "width": 1.5, "dash": "dash"},
+                ),
+                row=1,
+                col=1,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=c.get("eval_step"),
+                y=c.get("test_acc"),
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                line={"color": color, "width": 2},
+                marker={"size": 5},
+            ),
+            row=1,
+            col=2,
+        )
+    _loss_axis(
+        fig,
+        [v for f in fits if f for v in (f.get("curves") or {}).get("kernel_loss", [])],
+        row=1,
+        col=1,
+    )
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(title="step")
+    weights = "random" if any_random else None
+    fig.update_layout(
+        title=_title(
+            "Reprogramming fits, overlaid",
+            "the NTK prediction assumes full-batch gradient descent on squared loss "
+            "(optimizer sgd + loss mse make it comparable)",
+            weights,
+        )
+    )
+    return _base_layout(fig, 430, weights=weights)
+
+
+def _decade_dtick(fig: go.Figure) -> int | str | None:
+    """One tick per decade when the data span two decades or more (plotly otherwise labels the
+    2s and 5s in between, which crowds a spectrum); None leaves plotly's choice."""
+    ys = [np.asarray(t.y, dtype=float) for t in fig.data if getattr(t, "y", None) is not None]
+    v = np.concatenate(ys) if ys else np.array([])
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return None
+    # Under two decades: label 2 and 5 between the powers of ten, not every digit.
+    return 1 if np.log10(v.max() / v.min()) >= 2 else "D2"
+
+
+def _loss_axis(fig: go.Figure, values: Sequence[Any], row: int, col: int) -> None:
+    """Log scale when the loss falls by more than a decade (exponential decay reads as a line),
+    linear otherwise (a log axis over a 0.1% range only prints unreadable ticks)."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and v.max() / v.min() > 10:
+        fig.update_yaxes(type="log", exponentformat="power", row=row, col=col)
+
+
+# --------------------------------------------------------------------------- images
+def image_to_uint8(image: Any) -> np.ndarray:
+    """A 3xHxW (or HxW) nested list / array in [0, 1] -> an HxWx3 uint8 array for display."""
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[None], 3, axis=0)
+    if a.ndim != 3:
+        raise ValueError(f"expected a 3xHxW image, got shape {a.shape}")
+    if a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.transpose(a, (1, 2, 0))
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def transform_examples_figure(
+    fit: Result, max_examples: int = 6, weights: str | None = None
+) -> go.Figure:
+    """Target images before and after a_θ, and the learned prompt.
+
+    Top row: the target image resized to the source size; bottom row: what the frozen source model
+    actually sees after the transformation; right: the prompt itself (vp, vp-full, vp-fc).
+    """
+    before = list(fit.get("examples_before") or [])[:max_examples]
+    after = list(fit.get("examples_after") or [])[:max_examples]
+    prompt = fit.get("prompt")
+    n = max(len(before), len(after), 1)
+    cols = n + (1 if prompt is not None else 0)
+    specs: list[list[dict[str, Any] | None]] = [[{} for _ in range(cols)] for _ in range(2)]
+    titles = [f"target {i + 1}" for i in range(n)]
+    if prompt is not None:
+        specs[0][-1] = {"rowspan": 2}
+        specs[1][-1] = None
+        titles.append("learned prompt")
+    titles += [f"after a_θ {i + 1}" for i in range(n)]
+    fig = make_subplots(
+        rows=2,
+        cols=cols,
+        specs=specs,
+        subplot_titles=titles,
+        horizontal_spacing=0.015,
+        vertical_spacing=0.1,
+    )
+    for i, img in enumerate(before):
+        fig.add_trace(go.Image(z=image_to_uint8(img), hoverinfo="skip"), row=1, col=i + 1)
+    for i, img in enumerate(after):
+        fig.add_trace(go.Image(z=image_to_uint8(img), hoverinfo="skip"), row=2, col=i + 1)
+    if prompt is not None:
+        fig.add_trace(go.Image(z=image_to_uint8(prompt), hoverinfo="skip"), row=1, col=cols)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    what = TRANSFORM_NAMES.get(str(fit.get("transform")), str(fit.get("transform")))
+    weights = weights if weights is not None else fit.get("weights")
+    fig.update_layout(
+        title=_title(
+            "What the frozen source model sees",
+            f"top: target images resized to the source size · bottom: after the trained "
+            f"transformation ({what})"
+            + (" · right: the learned prompt" if prompt is not None else ""),
+            weights,
+        ),
+        template="plotly_white",
+        height=380,
+        margin={"l": 10, "r": 10, "t": TOP_PX, "b": 10},
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- source model
+def source_card_rows(source: Result, config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The source model card as (property, value) rows."""
+    fam = config.get("source_family")
+    arch = {
+        "cnn": f"pixel CNN, depth {config.get('depth')} (3×3 conv + ReLU blocks), width "
+        f"{config.get('width')}",
+        "mlp": f"pixel MLP, depth {config.get('depth')}, width {config.get('width')}",
+        "clip-cnn": f"frozen CLIP tower {config.get('backbone')} + trainable CNN head of depth "
+        f"{config.get('depth')}",
+    }.get(str(fam), str(fam))
+    rows = [
+        ("model", arch),
+        ("weights", weights_description(source.get("weights"), config)),
+        (
+            "source data",
+            f"{config.get('source_data')} at {config.get('source_size')}×"
+            f"{config.get('source_size')}, {config.get('source_per_class')} images per class",
+        ),
+        (
+            "source accuracy",
+            f"test {pct(source.get('source_test_acc'))} · "
+            f"train {pct(source.get('source_train_acc'))}",
+        ),
+        (
+            "parameters",
+            f"{fmt(source.get('n_params_trainable'))} trained · "
+            f"{fmt(source.get('n_params_frozen'))} frozen backbone",
+        ),
+        (
+            "training",
+            f"{source.get('epochs_run')} of at most {config.get('source_epochs')} epochs, "
+            f"{fmt(source.get('seconds'), 2)} s",
+        ),
+    ]
+    return [{"property": a, "value": b} for a, b in rows]
+
+
+# --------------------------------------------------------------------------- depth sweep
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, int]:
+    """Spearman's rank correlation of the finite pairs, and how many pairs it used (None when
+    fewer than 3 pairs, or one side is constant)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    n = int(ok.sum())
+    if n < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return None, n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = spearmanr(a[ok], b[ok]).statistic
+    return (float(rho) if np.isfinite(rho) else None), n
+
+
+def _rows_weights(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    return "random" if any(r.get("weights") == "random" for r in rows) else None
+
+
+def _pair_subtitle(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "no points yet"
+    r = rows[0]
+    return (
+        f"{r.get('source_family')} on {r.get('source_data')} → {r.get('target')} · "
+        f"kernel: {r.get('kernel_form')} form, N = {r.get('n_kernel')}, w.r.t. θ · "
+        f"{r.get('steps')} fit steps · seed {r.get('seed')}"
+    )
+
+
+def depth_trends_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Source accuracy, target accuracy, λ_min and effective rank against depth, one line per
+    transform. ``rows`` are ``pipeline.sweep_row`` dicts."""
+    fig = make_subplots(
+        rows=1,
+        cols=4,
+        subplot_titles=(
+            "source test accuracy",
+            "target test accuracy",
+            "λ_min (log)",
+            "effective rank",
+        ),
+        horizontal_spacing=0.06,
+    )
+    transforms = sorted({r["transform"] for r in rows}, key=list(TRANSFORM_COLORS).index)
+    src = sorted({(r["depth"], r["source_test_acc"]) for r in rows})
+    fig.add_trace(
+        go.Scatter(
+            x=[d for d, _ in src],
+            y=[a for _, a in src],
+            mode="lines+markers",
+            name="source model",
+            line={"color": "#1f2430"},
+        ),
+        row=1,
+        col=1,
+    )
+    for t in transforms:
+        pts = sorted((r for r in rows if r["transform"] == t), key=lambda r: r["depth"])
+        color = TRANSFORM_COLORS.get(t, MUTED)
+        depth = [r["depth"] for r in pts]
+        for col, key in ((2, "target_test_acc"), (3, "lambda_min"), (4, "effective_rank")):
+            fig.add_trace(
+                go.Scatter(
+                    x=depth,
+                    y=[r.get(key) for r in pts],
+                    mode="lines+markers",
+                    name=t,
+                    legendgroup=t,
+                    showlegend=col == 2,
+                    line={"color": color},
+                ),
+                row=1,
+                col=col,
+            )
+    for col in (1, 2):
+        fig.update_yaxes(tickformat=".0%", row=1, col=col)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=3)
+    fig.update_xaxes(title="source depth", dtick=1)
+    weights = _rows_weights(rows)
+    fig.update_layout(title=_title("Depth sweep", _pair_subtitle(rows), weights))
+    return _base_layout(fig, 400, weights=weights)
+
+
+def stat_vs_accuracy_figure(
+    rows: Sequence[Mapping[str, Any]], stat: str = "lambda_min", accuracy: str = "target_test_acc"
+) -> go.Figure:
+    """A spectral statistic against target accuracy, one colour per transform, with Spearman's
+    rank correlation over all points and per transform in the title."""
+    label, better, log = SPECTRAL_STATS.get(stat, (stat, "higher", False))
+    fig = go.Figure()
+    transforms = sorted({r["transform"] for r in rows}, key=list(TRANSFORM_COLORS).index)
+    parts = []
+    for t in transforms:
+        pts = [r for r in rows if r["transform"] == t]
+        xs, ys = [r.get(stat) for r in pts], [r.get(accuracy) for r in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers+text",
+                text=[f"L={r['depth']}" for r in pts],
+                textposition="top center",
+                cliponaxis=False,  # the depth labels of the top points stay readable
+                name=t,
+                marker={"size": 10, "color": TRANSFORM_COLORS.get(t, MUTED)},
+                hovertemplate=f"{t}, depth %{{text}}<br>{stat} = %{{x:.4g}}<br>accuracy = "
+                "%{y:.1%}<extra></extra>",
+            )
+        )
+        rho, n = rank_correlation([_num(x) for x in xs], [_num(y) for y in ys])
+        parts.append(f"{t}: ρ = {fmt(rho, 2)} (n = {n})")
+    rho, n = rank_correlation(
+        [_num(r.get(stat)) for r in rows], [_num(r.get(accuracy)) for r in rows]
+    )
+    if log:
+        fig.update_xaxes(type="log", exponentformat="power")
+    fig.update_xaxes(title=f"{label} — {better} is better in theory")
+    fig.update_yaxes(title="target test accuracy", tickformat=".0%")
+    subtitle = (
+        f"Spearman rank correlation, all points: ρ = {fmt(rho, 2)} (n = {n}) · " + " · ".join(parts)
+    )
+    weights = _rows_weights(rows)
+    fig.update_layout(
+        title=_title(f"{label.split(' (')[0]} against target accuracy", subtitle, weights)
+    )
+    return _base_layout(fig, 430, weights=weights)
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# --------------------------------------------------------------------------- Learn page demos
+def convergence_demo_figure(demo: Result) -> go.Figure:
+    """``reprog_core.demos.spectrum_convergence`` output: the kernel's eigenvalues, and the loss of
+    real gradient descent against the spectral prediction, split by eigen-direction."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("the kernel's eigenvalues", "squared loss during gradient descent"),
+        column_widths=[0.38, 0.62],
+        horizontal_spacing=0.1,
+    )
+    eig = np.asarray(demo["eigenvalues"], dtype=float)
+    fig.add_trace(
+        go.Scatter(
+            x=np.arange(1, eig.size + 1),
+            y=eig,
+            mode="markers",
+            name="eigenvalue λ_i",
+            showlegend=False,
+            marker={"color": PALETTE[0]},
+        ),
+        row=1,
+        col=1,
+    )
+    steps = demo["step"]
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=demo["loss_measured"],
+            mode="lines",
+            name="measured (real GD)",
+            line={"color": "#1f2430", "width": 3},
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=demo["loss_predicted"],
+            mode="lines",
+            name="predicted from the eigenvalues",
+            line={"color": "#e8590c", "width": 2, "dash": "dash"},
+        ),
+        row=1,
+        col=2,
+    )
+    for j, (name, part) in enumerate(demo["loss_by_group"].items()):
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=part,
+                mode="lines",
+                name=f"part along {name}",
+                line={"color": PALETTE[(j + 2) % len(PALETTE)], "width": 1.5, "dash": "dot"},
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_yaxes(type="log", exponentformat="power", dtick=1, row=1, col=1, title="λ_i")
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2, title="loss")
+    fig.update_xaxes(title="index i", row=1, col=1)
+    fig.update_xaxes(title="gradient-descent step", row=1, col=2)
+    fig.update_layout(
+        template="plotly_white",
+        height=400,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "v", "x": 1.01, "y": 1},
+    )
+    return fig
+
+
+def width_demo_figure(demo: Result) -> go.Figure:
+    """``reprog_core.demos.ntk_width_convergence`` output: Θ(x₀, x(γ)) along a circle of inputs,
+    empirical at each width against the analytic infinite-width kernel, and the error vs width."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("NTK between x₀ and points on a circle", "relative error vs width"),
+        column_widths=[0.6, 0.4],
+        horizontal_spacing=0.1,
+    )
+    gamma = demo["angle"]
+    widths = demo["widths"]
+    for j, w in enumerate(widths):
+        color = PALETTE[j % len(PALETTE)]
+        for s, curve in enumerate(demo["empirical"][j]):
+            fig.add_trace(
+                go.Scatter(
+                    x=gamma,
+                    y=curve,
+                    mode="lines",
+                    name=f"width {w}",
+                    legendgroup=str(w),
+                    showlegend=s == 0,
+                    line={"color": color, "width": 1},
+                    opacity=0.75,
+                ),
+                row=1,
+                col=1,
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=gamma,
+            y=demo["analytic"],
+            mode="lines",
+            name="analytic (infinite width)",
+            line={"color": "#1f2430", "width": 3},
+        ),
+        row=1,
+        col=1,
+    )
+    err = np.asarray(demo["error_mean"], dtype=float)
+    fig.add_trace(
+        go.Scatter(
+            x=widths,
+            y=err,
+            mode="lines+markers",
+            name="measured error",
+            error_y={"type": "data", "array": demo["error_std"], "visible": True},
+            line={"color": PALETTE[0]},
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    ref = err[0] * np.sqrt(widths[0] / np.asarray(widths, dtype=float))
+    fig.add_trace(
+        go.Scatter(
+            x=widths, y=ref, mode="lines", name="∝ 1/√width", line={"color": MUTED, "dash": "dash"}
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title="angle γ between x₀ and x (radians)", row=1, col=1)
+    fig.update_yaxes(title="Θ(x₀, x)", row=1, col=1)
+    fig.update_xaxes(type="log", title="hidden width", tickvals=widths, row=1, col=2)
+    fig.update_yaxes(
+        type="log", exponentformat="power", title="‖Θ_emp − Θ‖_F / ‖Θ‖_F", row=1, col=2
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "h", "y": -0.2, "x": 0},
+    )
+    return fig
+
+
+def to_standalone_html(fig: go.Figure) -> str:
+    """A figure as one self-contained HTML page (plotly.js inlined, works offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)

@@ -1,0 +1,165 @@
+"""End to end: the real Streamlit server, driven by headless Chromium through Playwright.
+
+Starts ``streamlit run dashboard/app.py`` on a free port with its own cache directory, opens the
+Explore page with small settings, waits for the spectrum, changes the source depth and the input
+transformation in the sidebar, waits for the new spectrum and saves screenshots under
+``artifacts/browser/`` (or ``$REPROG_ARTIFACTS_DIR``).
+
+Chromium comes from Debian (``make browser`` installs it as root); Playwright's own browser
+download cannot work offline. Without Chromium the test is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("REPROG_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Small but real computations: a one-epoch source model on 20 images per class, 20 fit steps.
+FAST = "steps=20&n_kernel=16&source_per_class=20&source_epochs=1&eval_every=5&target_per_class=20"
+RESULT_TIMEOUT_MS = 240_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        reason = (
+            "chromium is not installed: the browser test needs Debian's chromium "
+            "(`make browser` installs it when run as root)"
+        )
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (it is in requirements-dev.txt)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real dashboard server on 127.0.0.1 with an empty cache; yields its base URL."""
+    _chromium()
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = {
+        **os.environ,
+        "REPROG_CACHE_DIR": str(tmp / "cache"),
+        "REPROG_THREADS": os.environ.get("REPROG_THREADS", "2"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = open(tmp / "server.log", "w")  # closed in the finally below
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+        "--server.headless", "true", "--server.address", "127.0.0.1",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(
+                    f"the server did not start:\n{(tmp / 'server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_for_chart(page: Any, title: str, timeout_ms: int = RESULT_TIMEOUT_MS) -> Any:
+    """The plotly chart whose title contains ``title``, once drawn."""
+    chart = page.locator(".js-plotly-plot", has_text=title).first
+    chart.wait_for(state="visible", timeout=timeout_ms)
+    return chart
+
+
+def test_explore_change_depth_and_transform(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{server}/?{FAST}", wait_until="domcontentloaded")
+
+            # A cold run shows its progress, then the results.
+            _wait_for_chart(page, "Eigenvalue spectrum of the target NTK")
+            expect(page.get_by_text("padding visual prompt (vp) ·").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "explore-default.png"), full_page=True)
+
+            # Depth 3 -> 2 with the arrow key (the slider thumb is a visually hidden range input).
+            thumb = page.locator(".st-key-cfg-depth input[type='range']")
+            thumb.focus()
+            thumb.press("ArrowLeft")
+            expect(thumb).to_have_value("2")
+            page.wait_for_url("**depth=2**", timeout=30_000)
+
+            # Transform vp -> fc through the selectbox.
+            page.locator(".st-key-cfg-transform input").click()
+            page.get_by_role("option", name="fully connected layer (fc)").click()
+            page.wait_for_url("**transform=fc**", timeout=30_000)
+            assert "depth=2" in page.url and "steps=20" in page.url
+
+            # The new result: its fit panel names fc, and the spectrum is drawn again.
+            expect(page.get_by_text("fully connected layer (fc) ·").first).to_be_visible(
+                timeout=RESULT_TIMEOUT_MS
+            )
+            spectrum = _wait_for_chart(page, "Eigenvalue spectrum of the target NTK")
+            expect(spectrum).to_contain_text("trace form")
+            spectrum.screenshot(path=str(ARTIFACTS / "spectrum-depth2-fc.png"))
+            # Streamlit scrolls inside its own container, so "full page" is the viewport: make it
+            # tall enough for the whole Explore page.
+            page.set_viewport_size({"width": 1440, "height": 3600})
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "explore-depth2-fc.png"))
+        finally:
+            browser.close()
+    for name in ("explore-default.png", "explore-depth2-fc.png", "spectrum-depth2-fc.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+    print(f"screenshots in {ARTIFACTS}")

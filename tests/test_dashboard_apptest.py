@@ -1,0 +1,292 @@
+"""Every dashboard page through Streamlit's AppTest: widgets change the config and the URL, real
+results render (small settings, real computations through the real backend), bad URL parameters
+warn and fall back, settings survive page switches, and a running request can be cancelled.
+
+The settings are small (``FAST``: a one-epoch source model on 20 images per class, 20 fit steps,
+16 kernel samples) so that a computation takes seconds on two CPU cores; results are shared
+through the backend's cache, so later tests reuse what earlier ones computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the library, not installed
+APP = str(ROOT / "dashboard" / "app.py")
+
+FAST = {
+    "steps": "20",
+    "n_kernel": "16",
+    "source_per_class": "20",
+    "source_epochs": "1",
+    "eval_every": "5",
+    "target_per_class": "20",
+}
+RESULT_TIMEOUT_S = 300
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dashboard_env() -> Iterator[None]:
+    """Pages draw a request's status once and return (the test reruns), instead of waiting in the
+    script; the backend is closed at the end so no computation outlives the tests."""
+    saved = {k: os.environ.get(k) for k in ("REPROG_DASHBOARD_WAIT_S", "REPROG_ORPHAN_POLICY")}
+    os.environ["REPROG_DASHBOARD_WAIT_S"] = "0"
+    from dashboard import ui
+
+    old_wait = ui.WAIT_S
+    ui.WAIT_S = 0.0
+    yield
+    ui.WAIT_S = old_wait
+    from reprog_core.backend import default_backend
+
+    default_backend().close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def new_app(params: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params or {})
+    return at
+
+
+def run_until(at: AppTest, done: Callable[[AppTest], bool], what: str) -> AppTest:
+    """Rerun the page (as the browser's polling would) until ``done``; fail on any exception or
+    error message on the page."""
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    at.run()
+    while True:
+        assert not at.exception, [e.message for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        if done(at):
+            return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; page: {at.main}")
+        time.sleep(0.5)
+        at.run()
+
+
+def charts(at: AppTest) -> list[str]:
+    """The plotly figures on the page, as their JSON specs (non-ASCII kept readable: θ, λ, ×)."""
+    return [
+        json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("plotly_chart")
+    ]
+
+
+def has_chart(text: str) -> Callable[[AppTest], bool]:
+    return lambda at: any(text in spec for spec in charts(at))
+
+
+def warnings_text(at: AppTest) -> str:
+    return " | ".join(w.value for w in at.warning)
+
+
+# --------------------------------------------------------------------------- Explore
+def test_explore_renders_real_results_and_downloads() -> None:
+    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the explore result")
+    specs = charts(at)
+    spectrum = next(s for s in specs if "Eigenvalue spectrum" in s)
+    assert "trace form (16×16" in spectrum and "N = 16 samples" in spectrum
+    assert "w.r.t. θ" in spectrum and "RANDOM" not in spectrum
+    assert any("NTK-predicted squared loss" in s for s in specs)
+    assert any("What the frozen source model sees" in s for s in specs)
+    labels = [m.label for m in at.metric]
+    assert "source test accuracy" in labels and "λ_min of the NTK" in labels
+    assert all("%" in m.value for m in at.metric[:3])
+    tables = at.dataframe
+    assert len(tables) >= 2  # the source model card and the statistics table
+    downloads = {b.label for b in at.download_button}
+    assert {
+        "Results (JSON)",
+        "Eigenvalues (CSV)",
+        "Fit curves (CSV)",
+        "Spectrum figure (HTML)",
+    } <= downloads
+    # The URL holds the view: exactly the non-default settings.
+    assert dict(at.query_params) == FAST
+
+
+def test_explore_widgets_change_config_url_and_result() -> None:
+    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the first result")
+    at.sidebar.slider(key="cfg.depth").set_value(2)
+    at.sidebar.selectbox(key="cfg.transform").set_value("fc")
+    at = run_until(at, has_chart("fully connected layer (fc) ·"), "the fc result")
+    assert at.query_params["depth"] == "2" and at.query_params["transform"] == "fc"
+    assert at.session_state["_cfg"]["depth"] == 2
+    spectrum = next(s for s in charts(at) if "Eigenvalue spectrum" in s)
+    assert "trace form" in spectrum
+    # A setting that invalidates the combination is reported, not raised.
+    at.sidebar.selectbox(key="cfg.transform").set_value("vp")
+    at.sidebar.number_input(key="cfg.target_size").set_value(40)
+    at.run()
+    assert not at.exception
+    assert any("target_size" in e.value for e in at.error)
+
+
+def test_bad_query_params_warn_and_fall_back() -> None:
+    at = new_app({**FAST, "depth": "99", "transform": "zoom", "n_kernel": "many", "bogus": "1"})
+    at.run()
+    assert not at.exception
+    text = warnings_text(at)
+    for name in ("depth=99", "transform=zoom", "n_kernel=many", "bogus"):
+        assert name in text
+    assert at.sidebar.slider(key="cfg.depth").value == 3
+    assert at.sidebar.selectbox(key="cfg.transform").value == "vp"
+    assert at.sidebar.number_input(key="cfg.n_kernel").value == 64
+    assert "depth" not in at.query_params and "bogus" not in at.query_params
+    assert at.query_params["steps"] == "20"  # the good parameters are kept
+
+
+def test_settings_survive_page_switches() -> None:
+    at = new_app(FAST)
+    at.run()
+    at.sidebar.slider(key="cfg.depth").set_value(5).run()
+    for page in ("views/learn.py", "views/depth_sweep.py", "views/compare.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+        assert at.session_state["_cfg"]["depth"] == 5
+        assert at.query_params["depth"] == "5"
+    at.switch_page("views/explore.py").run()
+    assert at.sidebar.slider(key="cfg.depth").value == 5
+    assert at.sidebar.number_input(key="cfg.steps").value == 20
+
+
+def test_cancel_a_running_request() -> None:
+    # A slower source model, so that there is time to cancel it.
+    at = new_app({**FAST, "source_epochs": "8", "source_per_class": "200", "seed": "7"})
+    at.run()
+    assert not at.exception
+    cancel = [b for b in at.button if b.label == "Cancel"]
+    assert cancel, "a running request shows a Cancel button"
+    cancel[0].click().run()
+    assert any("cancelled" in i.value for i in at.info)
+    assert [b for b in at.button if b.label == "Start again"]
+
+
+# --------------------------------------------------------------------------- Compare
+def test_compare_overlays_and_highlights_differences() -> None:
+    at = new_app(FAST)
+    at.run()
+    at.switch_page("views/compare.py")
+    at = run_until(at, has_chart("B: transform fc"), "both configurations")
+    assert at.query_params["n"] == "2" and at.query_params["c2"] == "transform:fc"
+    spectra = next(s for s in charts(at) if "spectra, overlaid" in s)
+    assert "A: transform vp" in spectra and "B: transform fc" in spectra
+    diff = at.dataframe[0]
+    assert "input transformation" in str(diff.proto)
+    # A column's widget changes its config and the URL.
+    at.slider(key="cmp.1.depth").set_value(2).run()
+    assert not at.exception
+    assert set(at.query_params["c2"].split(",")) == {"depth:2", "transform:fc"}
+
+
+def test_compare_bad_variant_params() -> None:
+    at = new_app(FAST)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.session_state["_visited.compare"] = False  # arrive on the page as from a pasted URL
+    at.query_params.update({"n": "9", "c2": "depth:0,colour:red,transform:fc"})
+    at.run()
+    assert not at.exception
+    text = warnings_text(at)
+    assert "`n=9`" in text and "depth:0" in text and "colour:red" in text
+    assert at.query_params["n"] == "2" and at.query_params["c2"] == "transform:fc"
+
+
+# --------------------------------------------------------------------------- Depth sweep
+def test_depth_sweep_computes_and_plots() -> None:
+    at = new_app(FAST)
+    at.run()
+    at.switch_page("views/depth_sweep.py")
+    at.session_state["_visited.depth-sweep"] = False
+    at.query_params.update({"transforms": "vp,fc", "depths": "2-3", "stat": "effective_rank"})
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="sw.transforms").value == ["vp", "fc"]
+    button = [b for b in at.button if b.label.startswith("Compute the")]
+    if button:  # points the earlier tests computed are already in the cache
+        button[0].click()
+    at = run_until(
+        at, lambda a: any("4 of 4 points ready" in m.value for m in a.markdown), "the sweep points"
+    )
+    specs = charts(at)
+    assert any("Depth sweep" in s and "source test accuracy" in s for s in specs)
+    scatter = next(s for s in specs if "Spearman" in s)
+    assert "effective rank" in scatter and "vp: ρ" in scatter
+    assert at.query_params["depths"] == "2,3" and at.query_params["stat"] == "effective_rank"
+    # Widgets change the URL.
+    at.selectbox(key="sw.stat").set_value("lambda_min").run()
+    assert at.query_params["stat"] == "lambda_min"
+
+
+def test_depth_sweep_bad_params() -> None:
+    at = new_app(FAST)
+    at.run()
+    at.switch_page("views/depth_sweep.py")
+    at.session_state["_visited.depth-sweep"] = False
+    at.query_params.update({"transforms": "vp,warp", "depths": "0,abc", "stat": "beauty"})
+    at.run()
+    assert not at.exception
+    text = warnings_text(at)
+    assert "'warp'" in text and "`depths=0,abc`" in text and "`stat=beauty`" in text
+    assert at.query_params["transforms"] == "vp"
+    assert at.query_params["depths"] == "1,2,3,4,5,6"
+    assert at.query_params["stat"] == "lambda_min"
+
+
+# --------------------------------------------------------------------------- Learn
+def test_learn_demos_react_to_widgets() -> None:
+    at = new_app()
+    at.run()
+    at.switch_page("views/learn.py")
+    at.session_state["_visited.learn"] = False
+    at.query_params.update({"alpha": "0.5", "widths": "16,256", "seeds": "2", "nn_depth": "1"})
+    at.run(timeout=120)
+    assert not at.exception and not at.warning
+    assert len(charts(at)) == 2
+    assert at.query_params["alpha"] == "0.5" and at.query_params["widths"] == "16,256"
+    before = at.metric[0].value
+    at.slider(key="learn.alpha").set_value(2.5).run()
+    assert at.metric[0].value != before
+    assert at.query_params["alpha"] == "2.5"
+    assert len(at.get("latex")) >= 3
+
+
+def test_learn_bad_params() -> None:
+    at = new_app()
+    at.run()
+    at.switch_page("views/learn.py")
+    at.session_state["_visited.learn"] = False
+    at.query_params.update({"alpha": "lots", "labels": "sideways", "widths": "16,64", "seeds": "1"})
+    at.run(timeout=120)
+    assert not at.exception
+    text = warnings_text(at)
+    assert "`alpha=lots`" in text and "`labels=sideways`" in text
+    assert at.query_params["alpha"] == "1" and at.query_params["labels"] == "even"
+
+
+def test_random_clip_weights_are_flagged_everywhere() -> None:
+    # The tiny open_clip config runs in milliseconds; its weights are random, as offline they must
+    # be, and the page must say so on the page and inside every figure.
+    params = {**FAST, "source_family": "clip-cnn", "backbone": "tiny-vit"}
+    at = run_until(new_app(params), has_chart("Eigenvalue spectrum"), "the clip-cnn result")
+    assert at.sidebar.selectbox(key="cfg.weights").value == "random"
+    assert "RANDOM weights" in warnings_text(at)
+    for spec in charts(at):
+        assert "RANDOM" in spec
+    card = at.dataframe[0].value
+    assert "RANDOM" in " ".join(map(str, card["value"]))
