@@ -1,0 +1,131 @@
+"""``python -m reprog_core sweep``: progress per point on stderr, a summary table on stdout.
+
+Exit codes: 0 every point computed (or stored); 1 some point failed (the others are still
+written); 2 a bad flag or grid value (nothing runs); 130 interrupted (finished points written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Any
+
+from reprog_core.sweep.executors import PointOutcome
+from reprog_core.sweep.grid import SweepGridError, build_grid
+from reprog_core.sweep.report import SUMMARY_HEAD, summary_table_rows
+from reprog_core.sweep.runner import run_sweep
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _fmt_point(out: PointOutcome, done: int, total: int) -> str:
+    cfg = out.config
+    head = (
+        f"[{done:>{len(str(total))}}/{total}] depth {cfg.depth} {cfg.transform:<6} seed {cfg.seed}"
+    )
+    if not out.ok:
+        return f"{head}  FAILED  {out.error}"
+    from reprog_core.figures import fmt
+    from reprog_core.pipeline import sweep_row
+
+    assert out.result is not None
+    r = sweep_row(out.result)
+    return (
+        f"{head}  {out.cache:<8} {out.seconds:6.1f} s  source {100 * r['source_test_acc']:5.1f}%"
+        f"  target {100 * r['target_test_acc']:5.1f}%  λ_min {fmt(r['lambda_min'], 3):>9}"
+        f"  eff. rank {fmt(r['effective_rank'], 3):>6}"
+    )
+
+
+def _print_table(head: list[str], body: list[list[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[j]) for r in body)) if body else len(h) for j, h in enumerate(head)
+    ]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in body:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Run the sweep the CLI flags describe (``reprog_core.cli`` parses them)."""
+    from reprog_core.cli import config_from_args
+
+    if args.address and args.executor != "ray":
+        raise SweepGridError("--address is the Ray cluster to use: it needs --executor ray")
+    base = config_from_args(args)
+    grid = build_grid(
+        base, preset=args.preset, depths=args.depths, transforms=args.transforms, seeds=args.seeds
+    )
+    as_json = bool(getattr(args, "json", False))
+    live = sys.stderr.isatty() and not as_json
+    weights = base.weights_label
+    sys.stderr.write(
+        f"sweep: {grid.describe()}, {base.source_family} on {base.source_data} -> {base.target}"
+        f" (weights: {weights}), executor {args.executor}, out {args.out}\n"
+    )
+    if weights == "random":
+        sys.stderr.write(
+            f"note: the {base.backbone} backbone has RANDOM weights (not pretrained)\n"
+        )
+
+    def on_stage(index: int, fraction: float, stage: str) -> None:
+        if live:
+            sys.stderr.write(f"\r  point {index + 1}: {stage[:60]:<60} {100 * fraction:5.1f}%")
+            sys.stderr.flush()
+
+    def on_point(out: PointOutcome, done: int, total: int) -> None:
+        if live:
+            sys.stderr.write("\r" + " " * 80 + "\r")
+        sys.stderr.write(_fmt_point(out, done, total) + "\n")
+        sys.stderr.flush()
+
+    command = "python -m reprog_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    record = run_sweep(
+        grid,
+        args.out,
+        executor=args.executor,
+        address=args.address,
+        device=args.device,
+        on_point=on_point,
+        on_stage=on_stage,
+        command=command,
+    )
+    _report(record, as_json)
+    return EXIT_FAILED if record["n_failed"] else EXIT_OK
+
+
+def _report(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        from reprog_core.results import json_safe
+
+        keep = (
+            "grid",
+            "weights",
+            "executor",
+            "elapsed_s",
+            "n_done",
+            "n_failed",
+            "cache_counts",
+            "files",
+            "summary",
+            "correlations",
+            "claims",
+            "points",
+        )
+        print(json.dumps(json_safe({k: record.get(k) for k in keep}), allow_nan=False))
+        return
+    print(f"summary (mean ± s.d. over seeds), {record['weights']} weights:")
+    _print_table(SUMMARY_HEAD, summary_table_rows(record["rows"]))
+    for c in record.get("claims") or []:
+        print(f"claim: {c['claim']}: {c['verdict']} ({c['detail']})")
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(record["cache_counts"].items()))
+    print(f"{record['n_done']} points ({counts}) in {record['elapsed_s']:.1f} s")
+    for p in record["points"]:
+        if p["error"]:
+            print(f"failed: depth {p['depth']} {p['transform']} seed {p['seed']}: {p['error']}")
+    files = record.get("files") or {}
+    if files:
+        print("wrote " + ", ".join(files[k] for k in ("csv", "json", "html") if k in files))

@@ -1,0 +1,222 @@
+"""Sweep figures: sweep rows in, plotly figures out (pure functions, no I/O).
+
+``reprog_core.figures`` draws one row per depth (``depth_trends_figure``); a sweep has several
+seeds per depth, so these builders aggregate over seeds first (``sweep.analysis``): a line through
+the mean, error bars spanning the min..max range over seeds, and each seed as a faint dot. They
+share the project's colours and labels (``reprog_core.figures``), and a figure drawn from rows with
+a randomly initialised backbone says so in its title and in a red box inside the plot.
+
+``rows``: ``pipeline.sweep_row`` dicts (as in ``results.json``; None stands for NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reprog_core.figures import SPECTRAL_STATS, TRANSFORM_COLORS, fmt, weights_note
+from reprog_core.sweep.analysis import (
+    Spread,
+    by_depth,
+    num,
+    ordered_transforms,
+    source_rows,
+    spearman,
+)
+
+Row = Mapping[str, Any]
+MUTED = "#868e96"
+RANDOM_COLOR = "#c92a2a"
+SPREAD_NOTE = "line: mean over seeds · bars: min..max over seeds · dots: single seeds"
+
+
+def _weights(rows: Sequence[Row]) -> str | None:
+    return "random" if any(r.get("weights") == "random" for r in rows) else None
+
+
+def _subtitle(rows: Sequence[Row], extra: str = "") -> str:
+    if not rows:
+        return "no points"
+    r = rows[0]
+    seeds = sorted({r2["seed"] for r2 in rows})
+    backbone = f" ({r.get('backbone')})" if r.get("source_family") == "clip-cnn" else ""
+    text = (
+        f"{r.get('source_family')}{backbone} on {r.get('source_data')} → {r.get('target')} · "
+        f"{r.get('steps')} fit steps · seeds {', '.join(map(str, seeds))}"
+    )
+    return f"{text} · {extra}" if extra else text
+
+
+def _layout(fig: go.Figure, title: str, rows: Sequence[Row], subtitle: str, height: int) -> None:
+    weights = _weights(rows)
+    note = weights_note(weights)
+    if note:
+        title = f"{title} — <span style='color:{RANDOM_COLOR}'>RANDOM backbone weights</span>"
+        fig.add_annotation(
+            text=f"⚠ {note}",
+            xref="paper",
+            yref="paper",
+            x=0.99,
+            y=0.99,
+            xanchor="right",
+            yanchor="top",
+            showarrow=False,
+            font={"color": "white", "size": 12},
+            bgcolor=RANDOM_COLOR,
+            borderpad=4,
+        )
+    fig.update_layout(
+        title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"},
+        template="plotly_white",
+        height=height,
+        margin={"l": 60, "r": 20, "t": 100, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+        hovermode="closest",
+    )
+
+
+def _mean_trace(series: list[tuple[int, Spread]], name: str, color: str, **kw: Any) -> go.Scatter:
+    """Mean over seeds with min..max error bars (asymmetric, so a log axis stays valid)."""
+    xs = [d for d, _ in series]
+    mean = [s.mean for _, s in series]
+    return go.Scatter(
+        x=xs,
+        y=mean,
+        mode="lines+markers",
+        name=name,
+        line={"color": color},
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": [s.max - s.mean for _, s in series],
+            "arrayminus": [s.mean - s.min for _, s in series],
+            "thickness": 1.2,
+            "width": 4,
+        },
+        customdata=[[s.n, s.std, s.min, s.max] for _, s in series],
+        hovertemplate=(
+            f"{name}<br>depth %{{x}}<br>mean %{{y:.4g}} ± %{{customdata[1]:.2g}} (s.d., "
+            "n = %{customdata[0]})<br>range %{customdata[2]:.4g} .. %{customdata[3]:.4g}"
+            "<extra></extra>"
+        ),
+        **kw,
+    )
+
+
+def _seed_dots(rows: Sequence[Row], metric: str, name: str, color: str, **kw: Any) -> go.Scatter:
+    return go.Scatter(
+        x=[r["depth"] for r in rows],
+        y=[num(r.get(metric)) for r in rows],
+        mode="markers",
+        name=f"{name} (single seeds)",
+        marker={"color": color, "size": 5, "opacity": 0.35},
+        text=[f"seed {r['seed']}" for r in rows],
+        hovertemplate=f"{name}, %{{text}}<br>depth %{{x}}: %{{y:.4g}}<extra></extra>",
+        showlegend=False,
+        **kw,
+    )
+
+
+def source_accuracy_figure(rows: Sequence[Row]) -> go.Figure:
+    """Source test accuracy against source depth (one source model per depth and seed)."""
+    src = source_rows(rows)
+    fig = go.Figure()
+    if src:
+        fig.add_trace(_mean_trace(by_depth(src, "source_test_acc"), "source model", "#1f2430"))
+        fig.add_trace(_seed_dots(src, "source_test_acc", "source model", "#1f2430"))
+    fig.update_xaxes(title="source depth L", dtick=1)
+    fig.update_yaxes(title="source test accuracy", tickformat=".1%")
+    _layout(fig, "Source accuracy against depth", rows, _subtitle(rows, SPREAD_NOTE), 420)
+    return fig
+
+
+def target_accuracy_figure(rows: Sequence[Row], baseline: bool = True) -> go.Figure:
+    """Target test accuracy after reprogramming against source depth, one line per transform;
+    with ``baseline``, the same source with transform 'none' (resize only) as a dashed line."""
+    fig = go.Figure()
+    for t in ordered_transforms(rows):
+        color = TRANSFORM_COLORS.get(t, MUTED)
+        pts = [r for r in rows if r["transform"] == t]
+        fig.add_trace(_mean_trace(by_depth(rows, "target_test_acc", t), t, color, legendgroup=t))
+        fig.add_trace(_seed_dots(pts, "target_test_acc", t, color, legendgroup=t))
+    if baseline and rows:
+        # The baseline depends on the source only; one value per (depth, seed).
+        series = by_depth(source_rows(rows), "baseline_test_acc")
+        if any(s.n for _, s in series):
+            trace = _mean_trace(series, "baseline 'none' (no training)", MUTED)
+            trace.line.dash = "dash"
+            fig.add_trace(trace)
+    fig.update_xaxes(title="source depth L", dtick=1)
+    fig.update_yaxes(title="target test accuracy", tickformat=".0%")
+    _layout(fig, "Target accuracy against source depth", rows, _subtitle(rows, SPREAD_NOTE), 440)
+    return fig
+
+
+def spectrum_depth_figure(rows: Sequence[Row]) -> go.Figure:
+    """λ_min (log axis) and effective rank of the target NTK at θ_0 against source depth."""
+    form = rows[0].get("kernel_form", "trace") if rows else "trace"
+    n = rows[0].get("n_kernel") if rows else None
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("λ_min (smallest eigenvalue above tolerance)", "effective rank"),
+        horizontal_spacing=0.1,
+    )
+    for t in ordered_transforms(rows):
+        color = TRANSFORM_COLORS.get(t, MUTED)
+        pts = [r for r in rows if r["transform"] == t]
+        for col, metric in ((1, "lambda_min"), (2, "effective_rank")):
+            series = by_depth(rows, metric, t)
+            fig.add_trace(
+                _mean_trace(series, t, color, legendgroup=t, showlegend=col == 1), row=1, col=col
+            )
+            fig.add_trace(_seed_dots(pts, metric, t, color, legendgroup=t), row=1, col=col)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=1)
+    fig.update_xaxes(title="source depth L", dtick=1)
+    extra = f"target NTK w.r.t. θ at θ_0, {form} form, N = {n} · {SPREAD_NOTE}"
+    _layout(fig, "Target NTK spectrum against source depth", rows, _subtitle(rows, extra), 440)
+    return fig
+
+
+def stat_accuracy_figure(
+    rows: Sequence[Row], stat: str = "lambda_min", accuracy: str = "target_test_acc"
+) -> go.Figure:
+    """A spectral statistic against target accuracy, one dot per (depth, transform, seed), with
+    Spearman's rho and its p-value over all points and per transform in the subtitle."""
+    label, better, log = SPECTRAL_STATS.get(stat, (stat, "higher", False))
+    fig = go.Figure()
+    parts = []
+    for t in ordered_transforms(rows):
+        pts = [r for r in rows if r["transform"] == t]
+        xs, ys = [num(r.get(stat)) for r in pts], [num(r.get(accuracy)) for r in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name=t,
+                marker={"size": 9, "color": TRANSFORM_COLORS.get(t, MUTED), "opacity": 0.85},
+                text=[f"L={r['depth']}, seed {r['seed']}" for r in pts],
+                hovertemplate=f"{t}, %{{text}}<br>{stat} = %{{x:.4g}}<br>accuracy = "
+                "%{y:.1%}<extra></extra>",
+            )
+        )
+        parts.append(f"{t}: {_rho_text(xs, ys)}")
+    everything = _rho_text([num(r.get(stat)) for r in rows], [num(r.get(accuracy)) for r in rows])
+    if log:
+        fig.update_xaxes(type="log", exponentformat="power")
+    fig.update_xaxes(title=f"{label} — {better} is better in theory")
+    fig.update_yaxes(title="target test accuracy", tickformat=".0%")
+    subtitle = f"Spearman ρ, all points: {everything} · " + " · ".join(parts)
+    _layout(fig, f"{label.split(' (')[0]} against target accuracy", rows, subtitle, 460)
+    return fig
+
+
+def _rho_text(x: Sequence[float], y: Sequence[float]) -> str:
+    rho, p, n = spearman(x, y)
+    if rho is None:
+        return f"ρ = — (n = {n})"
+    return f"ρ = {fmt(rho, 2)}, p = {fmt(p, 2)} (n = {n})"
