@@ -26,7 +26,7 @@ from dashboard import ui  # noqa: E402
 # Each page's own URL parameters: not config fields, and not to be warned about as unknown.
 PAGE_PARAMS = {
     "compare": ("n", "c1", "c2", "c3", "c4"),
-    "depth-sweep": ("transforms", "depths", "stat"),
+    "depth-sweep": ("transforms", "depths", "stat", "source", "sweep"),
     "learn": ("alpha", "labels", "lr", "gd_steps", "widths", "nn_depth", "seeds"),
 }
 

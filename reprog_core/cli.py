@@ -133,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", default=None, help="comma list, e.g. vp,fc")
     p.add_argument("--seeds", default=None, help="comma list, e.g. 0,1")
     p.add_argument("--out", default="sweeps/latest", help="output folder")
+    p.add_argument(
+        "--stat",
+        default="lambda_min",
+        choices=[
+            "lambda_min",
+            "lambda_max",
+            "effective_rank",
+            "condition_number",
+            "alignment",
+            "trace",
+            "abs_sum_over_n",
+            "decay_exponent",
+            "rank",
+        ],
+        help="the spectral statistic the report plots against target accuracy",
+    )
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start local)")
     return parser

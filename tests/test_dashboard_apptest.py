@@ -290,3 +290,78 @@ def test_random_clip_weights_are_flagged_everywhere() -> None:
         assert "RANDOM" in spec
     card = at.dataframe[0].value
     assert "RANDOM" in " ".join(map(str, card["value"]))
+
+
+def test_depth_sweep_opens_a_saved_sweep_folder(tmp_path, monkeypatch):
+    """A folder written by `python -m reprog_core sweep` opens on the Depth sweep page by name."""
+    from reprog_core.sweep import write_results
+
+    rows = [
+        {
+            "source_family": "cnn",
+            "backbone": "ViT-S-32",
+            "weights": "none",
+            "source_data": "animal",
+            "target": "digits",
+            "depth": d,
+            "width": 8,
+            "transform": t,
+            "mapping": "flm",
+            "seed": s,
+            "steps": 10,
+            "n_kernel": 8,
+            "kernel_form": "trace",
+            "source_test_acc": 0.5 + 0.05 * d,
+            "target_test_acc": 0.3 + 0.1 * d + (0.1 if t == "fc" else 0.0),
+            "baseline_test_acc": 0.2,
+            "lambda_max": 1.0,
+            "lambda_min": 0.01 * d,
+            "rank": 8,
+            "effective_rank": 2.0 + d,
+            "condition_number": 100.0 / d,
+            "trace": 3.0,
+            "alignment": 0.1,
+            "abs_sum_over_n": 1.0,
+            "decay_exponent": 1.0,
+            "n_params_transform": 720,
+            "stopped": "",
+        }
+        for d in (1, 2, 3)
+        for t in ("vp", "fc")
+        for s in (0, 1)
+    ]
+    record = {
+        "format": "reprog-sweep",
+        "format_version": 1,
+        "created": "2026-11-25T00:00:00",
+        "finished": True,
+        "command": "python -m reprog_core sweep --depths 1-3",
+        "preset": None,
+        "grid": {"preset": None},
+        "config": {"source_family": "cnn", "source_data": "animal", "target": "digits"},
+        "weights": "none",
+        "executor": "local",
+        "columns": list(rows[0]),
+        "rows": rows,
+        "points": [],
+    }
+    write_results(record, tmp_path / "sweeps" / "my-sweep")
+    monkeypatch.setenv("REPROG_SWEEPS_DIR", str(tmp_path / "sweeps"))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("views/depth_sweep.py")
+    at.query_params.update({"source": "saved", "sweep": "my-sweep"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="sw.saved").value == "my-sweep"
+    text = " ".join(m.value for m in at.markdown)
+    assert "12 points" in text
+    assert len(at.get("plotly_chart")) == 4
+    # A name that is not a saved sweep is a warning, not an error.
+    at2 = AppTest.from_file(str(APP), default_timeout=120)
+    at2.run()
+    at2.switch_page("views/depth_sweep.py")
+    at2.query_params.update({"source": "saved", "sweep": "../../etc"})
+    at2.run()
+    assert not at2.exception
+    assert any("names no saved sweep" in w.value for w in at2.warning)

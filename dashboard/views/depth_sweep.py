@@ -29,6 +29,17 @@ st.markdown(
     "and that the padding prompt (vp) beats the fully connected transformation (fc). The pair of "
     "data sets and everything else comes from the sidebar."
 )
+# Points come either from this app's cache (computed on demand) or from a saved sweep folder.
+MODES = {"cache": "computed here (from the cache)", "saved": "a saved sweep (CLI output folder)"}
+if "sw.mode" not in st.session_state:
+    st.session_state["sw.mode"] = "saved" if ui.page_param("source") == "saved" else "cache"
+mode = st.radio("points from", list(MODES), format_func=MODES.get, horizontal=True, key="sw.mode")
+if mode == "saved":
+    from dashboard.views import saved_sweep
+
+    saved_sweep.render(ui.page_param("sweep"))
+    st.stop()
+
 cfg = ui.config_sidebar(
     fixed={"depth": "set by the sweep on this page", "transform": "set by the sweep on this page"}
 )

@@ -89,6 +89,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         executor=args.executor,
         address=args.address,
         device=args.device,
+        stat=getattr(args, "stat", "lambda_min"),
         on_point=on_point,
         on_stage=on_stage,
         command=command,

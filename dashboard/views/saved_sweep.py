@@ -1,0 +1,127 @@
+"""The Depth sweep page's second source of points: a folder written by
+``python -m reprog_core sweep --out sweeps/NAME`` (``results.json``, see ``reprog_core.sweep``).
+
+Only folders under the sweeps directory (``$REPROG_SWEEPS_DIR``, default ``<project>/sweeps``) are
+offered, by name: a URL can choose among them but never point the server at another path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import ui
+from reprog_core import figures
+from reprog_core.sweep import (
+    load_results,
+    paper_claims,
+    source_accuracy_figure,
+    spectrum_depth_figure,
+    stat_accuracy_figure,
+    target_accuracy_figure,
+)
+
+_PROJECT = Path(__file__).resolve().parents[2]
+
+
+def sweeps_dir() -> Path:
+    return Path(os.environ.get("REPROG_SWEEPS_DIR") or _PROJECT / "sweeps")
+
+
+def saved_sweeps() -> list[str]:
+    """Names of folders under ``sweeps_dir()`` that hold a ``results.json``, newest first."""
+    root = sweeps_dir()
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.glob("*/results.json")]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def render(requested: str | None) -> None:
+    """Draw a saved sweep chosen by name (``requested`` comes from the URL's ``sweep=``)."""
+    names = saved_sweeps()
+    if not names:
+        st.info(
+            f"No saved sweeps in `{sweeps_dir()}` yet. Run one, for example\n\n"
+            "`python -m reprog_core sweep --preset paper-depth --out sweeps/paper-depth`\n\n"
+            "and it appears here."
+        )
+        return
+    if requested and requested not in names:
+        st.warning(
+            f"URL parameter `sweep={requested}` names no saved sweep in `{sweeps_dir()}`; "
+            f"showing `{names[0]}` instead."
+        )
+        requested = None
+    if "sw.saved" not in st.session_state or st.session_state["sw.saved"] not in names:
+        st.session_state["sw.saved"] = requested or names[0]
+    c1, c2 = st.columns([3, 2])
+    name = c1.selectbox("saved sweep", names, key="sw.saved")
+    stat = c2.selectbox(
+        "statistic against accuracy",
+        list(figures.SPECTRAL_STATS),
+        key="sw.saved_stat",
+        format_func=lambda s: figures.SPECTRAL_STATS[s][0],
+    )
+    wanted = {"source": "saved", "sweep": name, "stat": stat}
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+    folder = sweeps_dir() / name
+    try:
+        record = load_results(folder)
+    except Exception as exc:  # a half-written or foreign file: say so, keep the page alive
+        st.error(f"Could not read the sweep in `{folder}`: {exc}")
+        return
+    rows = record.get("rows") or []
+    if not rows:
+        st.warning(f"`{folder}/results.json` holds no finished points.")
+        return
+    ui.random_weights_banner(record.get("weights"))
+    cfg = record.get("config") or {}
+    st.markdown(
+        f"**{len(rows)} points** · {cfg.get('source_family')} on {cfg.get('source_data')} → "
+        f"{cfg.get('target')} · {record.get('grid', {}).get('preset') or 'custom grid'} · "
+        f"created {record.get('created')} · executor {record.get('executor')}"
+        + ("" if record.get("finished", True) else " · **interrupted: partial results**")
+    )
+    if record.get("command"):
+        st.code(record["command"], language="bash")
+
+    claims = paper_claims(rows)
+    st.subheader("The paper's claims on this sweep")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"claim": c.claim, "verdict": c.verdict, "numbers": c.detail, "test": c.test}
+                for c in claims
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    ui.plot(source_accuracy_figure(rows), "sw.saved.src")
+    ui.plot(target_accuracy_figure(rows), "sw.saved.tgt")
+    ui.plot(spectrum_depth_figure(rows), "sw.saved.spec")
+    ui.plot(stat_accuracy_figure(rows, stat), "sw.saved.scatter")
+    with st.expander("All points as a table"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.subheader("Downloads")
+    d1, d2, d3 = st.columns(3)
+    for col, fname, mime in (
+        (d1, "results.csv", "text/csv"),
+        (d2, "results.json", "application/json"),
+        (d3, "report.html", "text/html"),
+    ):
+        path = folder / fname
+        if path.exists():
+            col.download_button(
+                fname,
+                path.read_bytes(),
+                file_name=f"{name}-{fname}",
+                mime=mime,
+                key=f"sw.saved.dl.{fname}",
+            )
