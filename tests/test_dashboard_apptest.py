@@ -224,7 +224,7 @@ def test_depth_sweep_computes_and_plots() -> None:
         at, lambda a: any("4 of 4 points ready" in m.value for m in a.markdown), "the sweep points"
     )
     specs = charts(at)
-    assert any("Depth sweep" in s and "source test accuracy" in s for s in specs)
+    assert any("Source accuracy against depth" in s and "source test accuracy" in s for s in specs)
     scatter = next(s for s in specs if "Spearman" in s)
     assert "effective rank" in scatter and "vp: ρ" in scatter
     assert at.query_params["depths"] == "2,3" and at.query_params["stat"] == "effective_rank"

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import downloads, state, ui
+from dashboard.views import saved_sweep
 from reprog_core import figures
 from reprog_core.pipeline import sweep_row
 
@@ -35,8 +36,6 @@ if "sw.mode" not in st.session_state:
     st.session_state["sw.mode"] = "saved" if ui.page_param("source") == "saved" else "cache"
 mode = st.radio("points from", list(MODES), format_func=MODES.get, horizontal=True, key="sw.mode")
 if mode == "saved":
-    from dashboard.views import saved_sweep
-
     saved_sweep.render(ui.page_param("sweep"))
     st.stop()
 
@@ -128,19 +127,7 @@ if not rows:
         ui.watch(keys)
     st.stop()
 
-trend_fig = figures.depth_trends_figure(rows)
-ui.plot(trend_fig, "sw.trends")
-st.caption(
-    "Left to right: how well each source model does on its own data; how well it does on the "
-    "target after reprogramming; the smallest eigenvalue λ_min of the target NTK (the slowest "
-    "direction that can be fitted); and its effective rank (how many directions matter)."
-)
-scatter_fig = figures.stat_vs_accuracy_figure(rows, stat)
-ui.plot(scatter_fig, "sw.scatter")
-st.caption(
-    "Spearman's ρ measures whether a larger statistic goes with a higher accuracy (ρ = 1: "
-    "always, ρ = −1: always the opposite, ρ ≈ 0: no relation); with few points it is noisy."
-)
+figs = saved_sweep.draw_figures(rows, stat, "sw")
 
 with st.expander("All points as a table"):
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
@@ -164,8 +151,12 @@ with d2:
         "sw.dl.json",
     )
 with d3:
-    ui.figure_download("Trends figure (HTML)", trend_fig, "depth-sweep-trends.html", "sw.dl.t")
+    ui.figure_download(
+        "Target accuracy figure (HTML)", figs["target"], "depth-sweep-target.html", "sw.dl.t"
+    )
 with d4:
-    ui.figure_download("Scatter figure (HTML)", scatter_fig, "depth-sweep-scatter.html", "sw.dl.s")
+    ui.figure_download(
+        "Scatter figure (HTML)", figs["scatter"], "depth-sweep-scatter.html", "sw.dl.s"
+    )
 with status:
     ui.watch(keys)  # last: it waits for running points while the page above stays drawn

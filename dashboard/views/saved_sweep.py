@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import ui
@@ -38,6 +39,33 @@ def saved_sweeps() -> list[str]:
         return []
     found = [p.parent for p in root.glob("*/results.json")]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def draw_figures(rows: list[dict], stat: str, key: str) -> dict[str, go.Figure]:
+    """The sweep figures (shared by live and saved sweeps), each with a plain-words caption.
+
+    ``rows``: ``pipeline.sweep_row`` dicts. Returns the figures by name, for downloads.
+    """
+    figs = {
+        "source": source_accuracy_figure(rows),
+        "target": target_accuracy_figure(rows),
+        "spectrum": spectrum_depth_figure(rows),
+        "scatter": stat_accuracy_figure(rows, stat),
+    }
+    captions = {
+        "source": "How well each source model does on its own data, by depth.",
+        "target": "How well it does on the target task after reprogramming; the dashed line is "
+        "the same source with no transformation trained.",
+        "spectrum": "The smallest eigenvalue λ_min of the target NTK (the slowest direction that "
+        "can be fitted) and its effective rank (how many directions matter).",
+        "scatter": "Spearman's ρ measures whether a larger statistic goes with a higher accuracy "
+        "(ρ = 1: always, ρ = −1: always the opposite, ρ ≈ 0: no relation); with few points it "
+        "is noisy.",
+    }
+    for name, fig in figs.items():
+        ui.plot(fig, f"{key}.{name}")
+        st.caption(captions[name])
+    return figs
 
 
 def render(requested: str | None) -> None:
@@ -103,10 +131,7 @@ def render(requested: str | None) -> None:
         hide_index=True,
         width="stretch",
     )
-    ui.plot(source_accuracy_figure(rows), "sw.saved.src")
-    ui.plot(target_accuracy_figure(rows), "sw.saved.tgt")
-    ui.plot(spectrum_depth_figure(rows), "sw.saved.spec")
-    ui.plot(stat_accuracy_figure(rows, stat), "sw.saved.scatter")
+    draw_figures(rows, stat, "sw.saved")
     with st.expander("All points as a table"):
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.subheader("Downloads")

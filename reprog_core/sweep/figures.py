@@ -1,7 +1,8 @@
 """Sweep figures: sweep rows in, plotly figures out (pure functions, no I/O).
 
-``reprog_core.figures`` draws one row per depth (``depth_trends_figure``); a sweep has several
-seeds per depth, so these builders aggregate over seeds first (``sweep.analysis``): a line through
+Used by the HTML report and by the dashboard's Depth sweep page (live and saved sweeps). A sweep
+has several seeds per depth, so these builders aggregate over seeds first (``sweep.analysis``): a
+line through
 the mean, error bars spanning the min..max range over seeds, and each seed as a faint dot. They
 share the project's colours and labels (``reprog_core.figures``), and a figure drawn from rows with
 a randomly initialised backbone says so in its title and in a red box inside the plot.
