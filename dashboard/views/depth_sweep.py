@@ -27,8 +27,9 @@ st.markdown(
     "The paper's experiment: train source models of depth 1 to 6, reprogram each to the target "
     "task, and ask whether the spectrum of the reprogrammed model's NTK tracks how well it does. "
     "The paper reports that source accuracy rises with depth, that target accuracy follows it, "
-    "and that the padding prompt (vp) beats the fully connected transformation (fc). The pair of "
-    "data sets and everything else comes from the sidebar."
+    "and that the padding prompt (vp) beats the fully connected transformation (fc). Points are "
+    "computed here from the sidebar's settings, or read from a sweep saved by "
+    "`python -m reprog_core sweep`."
 )
 # Points come either from this app's cache (computed on demand) or from a saved sweep folder.
 MODES = {"cache": "computed here (from the cache)", "saved": "a saved sweep (CLI output folder)"}
