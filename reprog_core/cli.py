@@ -92,6 +92,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         default="",
         help="folder of downloadable data sets (default $REPROG_DATA_ROOT or <cache>/data)",
     )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing source/target data sets into the data root first (needs a network)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -208,8 +213,21 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def ensure_downloaded(cfg: ExperimentConfig) -> None:
+    """``--download``: fetch the downloadable data sets of ``cfg`` into its data root, here in the
+    requesting process, before any computation is queued."""
+    from reprog_core import data
+
+    for name in dict.fromkeys((cfg.source_data, cfg.target)):
+        if not data.dataset_spec(name).offline:
+            data.load_dataset(name, cfg.data_root or None, download=True, seed=cfg.seed)
+
+
 def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict[str, Any]:
     from reprog_core.backend import default_backend
+
+    if getattr(args, "download", False):
+        ensure_downloaded(cfg)
 
     backend = default_backend()
     if args.device:
@@ -324,6 +342,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from reprog_core import sweep
 
+    if args.download:
+        ensure_downloaded(config_from_args(args))
     return sweep.main_from_args(args)
 
 

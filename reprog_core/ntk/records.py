@@ -3,7 +3,8 @@
 The CLI, the backend and the dashboard ask for these; they bundle the kernel's spectrum
 (``SpectrumStats``), how it was computed, and for the target NTK the linearised training
 prediction in the fit's own step units. A target NTK whose dense plan is over the memory budget
-falls back to the top-k eigenvalues by Lanczos (``method='lanczos'``, ``stats.partial``).
+falls back to the top-k eigenvalues by Lanczos (``method='lanczos'``, ``stats.partial``) when
+the method is 'auto'; an explicit 'structured' or 'jacobian' request over budget is refused.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def target_kernel_result(
         model, len(x), kernel=kernel, method=method, dtype=dtype, budget_bytes=budget_bytes
     )
     gram = None
-    if plan["fits"]:
+    # An explicitly chosen dense method over budget is refused (KernelTooLarge, before any
+    # allocation); only 'auto' falls back to the matrix-free top-k eigenvalues.
+    if plan["fits"] or method != NtkMethod.AUTO.value:
         k, info = target_ntk(
             model, x, kernel=kernel, method=method, budget_bytes=budget_bytes, dtype=dtype
         )
