@@ -118,3 +118,49 @@ def test_offline_weight_tag_fails_fast_and_says_how_to_supply_weights(tmp_path):
     assert "--weights" in proc.stderr and "Traceback" not in proc.stderr
     # Process start-up and imports dominate; open_clip itself would retry for ~46 s.
     assert time.perf_counter() - t0 < 30
+
+
+def test_ntk_json_fields_and_over_budget_refusal(tmp_path):
+    out = json.loads(cli("ntk", "--json", *TINY, cache=tmp_path).stdout)
+    for key in (
+        "config",
+        "weights",
+        "method",
+        "kernel",
+        "n",
+        "eigenvalues",
+        "lambda_max",
+        "lambda_min",
+        "rank",
+        "rank_tol",
+        "effective_rank",
+        "condition_number",
+        "alignment",
+        "seconds",
+        "cache",
+    ):
+        assert key in out, key
+    assert out["method"] == "structured" and out["n"] == 12 and out["kernel"] == "trace"
+    assert out["eigenvalues"] == sorted(out["eigenvalues"], reverse=True)
+    # The generic Jacobian of fc (P ~ 7.2M) for 12 samples needs ~3.5 GB of float64 Jacobian
+    # and more: over a 1 GiB budget it is refused before anything is allocated.
+    env_budget = {"REPROG_NTK_BUDGET": str(2**30)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reprog_core",
+            "ntk",
+            "--transform",
+            "fc",
+            "--method",
+            "jacobian",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "REPROG_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", **env_budget},
+    )
+    assert proc.returncode == 1
+    assert "OverBudget" in proc.stderr and "largest N that fits" in proc.stderr
