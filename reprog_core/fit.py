@@ -7,7 +7,6 @@ non-finite loss, keeping the last finite parameters and saying so.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -136,7 +135,8 @@ def reprogram(
     if steps:
         opt = _optimizer(cfg, params)
         batch = len(y_train) if cfg.optimizer == OptimizerKind.SGD.value else cfg.batch_size
-        last_good = copy.deepcopy([p.detach() for p in params])
+        # The parameters that gave the last finite loss, kept in preallocated buffers.
+        last_good = [p.detach().clone() for p in params]
         for step in range(1, steps + 1):
             idx = torch.randint(len(y_train), (min(batch, len(y_train)),), generator=gen)
             if batch >= len(y_train):
@@ -153,7 +153,9 @@ def reprogram(
                     f"of step {step - 1}. Lower the learning rate (now {cfg.effective_lr:g})."
                 )
                 break
-            last_good = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for good, p in zip(last_good, params):
+                    good.copy_(p)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

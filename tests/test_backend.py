@@ -614,3 +614,37 @@ def test_builtin_sleep_task(make_backend):
     assert result["seed"] == 3 and result["cache"] == "computed"
     with pytest.raises(OverBudget, match="seconds must be between"):
         backend.run("sleep", CFG, {"seconds": 1e6})
+
+
+def test_pipeline_kinds_are_registered_before_concurrent_callers_look(monkeypatch):
+    """Many threads asking for a pipeline kind at once, while the pipeline is still importing,
+    all find it (a race once answered most of them 'unknown task kind')."""
+    import threading
+    import time as _time
+
+    from reprog_core.backend import tasks
+
+    monkeypatch.setitem(tasks._pipeline_state, "done", False)
+    monkeypatch.setattr(tasks, "REGISTRY", dict(tasks.REGISTRY))
+    tasks.REGISTRY.pop("explore", None)
+    real_import = tasks.importlib.import_module
+
+    def slow_import(name, *a, **k):
+        _time.sleep(0.3)  # the pipeline's import takes a while (torch, open_clip, ...)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(tasks.importlib, "import_module", slow_import)
+    found, errors = [], []
+
+    def ask():
+        try:
+            found.append(tasks.get_task("explore").kind)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and found == ["explore"] * 12

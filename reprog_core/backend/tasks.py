@@ -105,6 +105,7 @@ class TaskSpec:
 REGISTRY: dict[str, TaskSpec] = {}
 _registry_lock = threading.Lock()
 _pipeline_state: dict[str, Any] = {"done": False, "error": None}
+_pipeline_lock = threading.RLock()  # re-entrant: the import may ask for the registry again
 
 
 def register_task(
@@ -142,19 +143,22 @@ def ensure_pipeline_tasks() -> None:
     """
     if _pipeline_state["done"]:
         return
-    with _registry_lock:
+    # Held for the whole import: a concurrent caller must wait until the pipeline's kinds are
+    # registered, not find 'done' set and an empty registry (seen under load).
+    with _pipeline_lock:
         if _pipeline_state["done"]:
             return
-        _pipeline_state["done"] = True
-    try:
-        if importlib.util.find_spec(PIPELINE_MODULE) is not None:
-            module = importlib.import_module(PIPELINE_MODULE)
-            # The pipeline may register at import, or offer register_tasks(); either works.
-            if callable(getattr(module, "register_tasks", None)):
-                module.register_tasks()
-    except Exception as exc:  # a broken pipeline must not take the backend down
-        _pipeline_state["error"] = f"{type(exc).__name__}: {exc}"
-        log.exception("could not import %s; its tasks are unavailable", PIPELINE_MODULE)
+        try:
+            if importlib.util.find_spec(PIPELINE_MODULE) is not None:
+                module = importlib.import_module(PIPELINE_MODULE)
+                # The pipeline may register at import, or offer register_tasks(); either works.
+                if callable(getattr(module, "register_tasks", None)):
+                    module.register_tasks()
+        except Exception as exc:  # a broken pipeline must not take the backend down
+            _pipeline_state["error"] = f"{type(exc).__name__}: {exc}"
+            log.exception("could not import %s; its tasks are unavailable", PIPELINE_MODULE)
+        finally:
+            _pipeline_state["done"] = True
 
 
 def get_task(kind: str) -> TaskSpec:
