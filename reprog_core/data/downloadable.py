@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import http.client
 import os
-import pickle
 import shutil
 import tarfile
 import urllib.request
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from reprog_core.data.base import DatasetError, DatasetSpec, ImageDataset, register, to_float_rgb
+from reprog_core.data.safe_pickle import UnsafePickleError, restricted_load
 
 _USER_AGENT = "reprog-core (+https://pytorch.org/vision)"
 _DOWNLOAD_TIMEOUT_S = 60
@@ -379,9 +379,23 @@ def _check_labels(name: str, path: Path, labels: np.ndarray, n_classes: int, n: 
 
 
 def _unpickle(name: str, path: Path) -> dict:
-    with _reading(name, path), open(path, "rb") as f:
-        # latin1: the files were pickled by Python 2; torchvision reads them the same way.
-        return pickle.load(f, encoding="latin1")
+    """A CIFAR python pickle, read with the restricted unpickler: a file naming anything besides
+    dicts, lists, strings, bytes, numbers and numpy arrays is refused before it can run code."""
+    with _reading(name, path):
+        try:
+            with open(path, "rb") as f:
+                # latin1: the files were pickled by Python 2; torchvision reads them the same way.
+                entry = restricted_load(f, encoding="latin1")
+        except UnsafePickleError as exc:
+            raise DatasetError(
+                f"{name}: refused to read {path}: {exc}. Replace it with the official file"
+            ) from None
+    if not isinstance(entry, dict):
+        raise DatasetError(
+            f"{name}: {path} holds a {type(entry).__name__}, not the dict of a CIFAR batch; "
+            "the file looks corrupt: delete it and download it again"
+        )
+    return entry
 
 
 def _cifar_batches(

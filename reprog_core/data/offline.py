@@ -23,6 +23,7 @@ from reprog_core.data.base import (
     split_train_test,
     to_float_rgb,
 )
+from reprog_core.data.safe_pickle import UnsafePickleError, restricted_load
 
 TEST_FRACTION = 0.2
 
@@ -93,11 +94,20 @@ def animal_data_dir() -> Path:
 
 
 def _read_pickle_gz(path: Path) -> np.ndarray:
+    """One gzip'd pickled array, read with the restricted unpickler (``safe_pickle``): a file that
+    names anything besides plain data and numpy arrays is refused, never run."""
     try:
         with gzip.open(path, "rb") as f:
-            return np.asarray(pickle.load(f))
+            obj = restricted_load(f, encoding="latin1")
+    except UnsafePickleError as exc:
+        raise DatasetError(f"refused to read {path}: {exc}; reinstall animal-mnist==0.4") from None
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}; reinstall animal-mnist==0.4") from exc
+    if not isinstance(obj, (np.ndarray, list, tuple)):
+        raise DatasetError(
+            f"{path} holds a {type(obj).__name__}, not an array; reinstall animal-mnist==0.4"
+        )
+    return np.asarray(obj)
 
 
 def load_animal(root: Path | None = None, download: bool = False, seed: int = 0) -> ImageDataset:
