@@ -7,10 +7,21 @@ page's variants, the sweep's grid, the Learn page's sliders) travel as their own
 Parsing never raises: a value that ``ExperimentConfig`` rejects, or that is outside what the
 dashboard offers, becomes a warning that names the parameter and says what was used instead. The
 pages show those warnings; nothing reaches the user as a traceback.
+
+The URL is untrusted (see SECURITY.md):
+
+* it never names a server file: ``weights`` may only be 'random', a pretrained tag, or the *name*
+  of a checkpoint in the operator's weights folder; ``backbone`` must be in open_clip's registry
+  (``field_problem``, also applied to the sidebar and Compare's columns by ``server_problem``);
+* ranges such as ``depths=1-N`` are cut to the allowed interval before a value is built;
+* every piece of user text in a warning goes through ``md_code`` / ``md_text``, here where the
+  warnings are built, so it cannot break out into markdown;
+* error text from the backend is shown through ``public_message``: no server path, no PID.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -85,6 +96,88 @@ def _one(raw: Any) -> str:
     return str(raw)
 
 
+# --------------------------------------------------------------------------- safe text
+MAX_SHOWN = 120  # characters of user text echoed in a message
+# Markdown that could act inline: emphasis, code, links/images, HTML and autolinks, tables, math,
+# strikethrough, Streamlit's :color[...] and :icon: directives, entities, escapes themselves.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$:&])")
+# An absolute or dot-relative path (not a URL, not a fraction like 1/2): /x/y, ~/x, ../x, ./x,
+# C:\x. What a page must never show of the server.
+_PATH = re.compile(
+    r"""(?<![\w:/.~\\-])(?:~|\.{1,2})?/[^\s'"`()\[\]{}<>,;|]+"""  # POSIX, ~ and ./ ../
+    r"""|\b[A-Za-z]:\\[^\s'"`]+"""  # Windows
+)
+_PID = re.compile(r"\b(pid|PID|process(?:es)?)\s*[=:#]?\s*\(?\s*\d+\s*\)?")
+
+
+def _printable(value: Any, limit: int = MAX_SHOWN) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def md_code(value: Any) -> str:
+    """``value`` as an inline code span that its own text cannot close: the fence is one backtick
+    longer than any run of backticks inside, newlines and control characters become spaces, and
+    long text is cut to ``MAX_SHOWN`` characters."""
+    text = _printable(value)
+    if not text.strip():
+        return "(empty)"
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_text(value: Any, limit: int = 600) -> str:
+    """``value`` as plain markdown text: every markdown character backslash-escaped, one line."""
+    return _MD_SPECIAL.sub(r"\\\1", _printable(value, limit))
+
+
+def public_message(value: Any) -> str:
+    """An error message as a page may show it: server paths become ``<server path>``, process
+    ids are dropped, and the rest is escaped markdown on one line (``md_text``)."""
+    text = _PID.sub(r"\1", _PATH.sub("<server path>", str(value)))
+    return md_text(" ".join(text.split()))
+
+
+# --------------------------------------------------------------------------- server-side checks
+def field_problem(name: str, cfg: ExperimentConfig) -> str | None:
+    """Why the server must not accept ``cfg.<name>`` from an untrusted user (None when fine).
+
+    ``backbone`` must be a model of open_clip's registry; ``weights`` may be 'random', a
+    pretrained tag of the backbone, or the name of a checkpoint in the operator's weights folder
+    (``$REPROG_WEIGHTS_DIR``), never a path: nothing outside that folder is opened or stat'ed.
+    """
+    if name not in ("backbone", "weights"):
+        return None
+    if name == "weights" and cfg.weights == "random":
+        return None  # the default needs no registry
+    from reprog_core.source_model.clip_backbone import (
+        BackboneError,
+        check_backbone,
+        check_weights,
+    )
+
+    try:
+        if name == "backbone":
+            check_backbone(cfg.backbone)
+        else:
+            check_weights(cfg.backbone, cfg.weights, allow_paths=False)
+    except BackboneError as exc:
+        return str(exc)
+    return None
+
+
+def server_problem(cfg: ExperimentConfig) -> str | None:
+    """``field_problem`` of the backbone and weights of a clip-cnn config chosen in the sidebar
+    or a Compare column (pixel models ignore both); None when the server may run it."""
+    if not cfg.uses_backbone:
+        return None
+    for name in ("backbone", "weights"):
+        if problem := field_problem(name, cfg):
+            return f"{FIELD_LABELS[name]}: {problem}"
+    return None
+
+
 def to_param(value: Any) -> str:
     """A config value as it appears in the URL."""
     if isinstance(value, bool):
@@ -117,11 +210,11 @@ def parse_config(
     warnings: list[str] = []
     given = {k: _one(v) for k, v in params.items() if k in URL_FIELDS}
     for key in sorted(set(params) - set(URL_FIELDS) - set(extra_keys)):
-        warnings.append(f"Unknown URL parameter `{key}` was ignored.")
+        warnings.append(f"Unknown URL parameter {md_code(key)} was ignored.")
 
     def range_problem(name: str, cfg: ExperimentConfig) -> str | None:
         if name not in allowed_ranges:
-            return None
+            return field_problem(name, cfg)
         lo, hi = allowed_ranges[name]
         value = getattr(cfg, name)
         return None if lo <= value <= hi else f"the dashboard offers {lo} to {hi}, got {value}"
@@ -147,8 +240,9 @@ def parse_config(
             problem = str(exc)
         if problem:
             warnings.append(
-                f"URL parameter `{name}={given[name]}` is not valid ({problem}); "
-                f"using the default {to_param(default)!r} instead."
+                f"URL parameter {md_code(f'{name}={given[name]}')} is not valid "
+                f"({public_message(problem)}); using the default {md_code(to_param(default))} "
+                "instead."
             )
         else:
             accepted[name] = getattr(cfg, name)
@@ -174,12 +268,14 @@ def parse_choices(
     bad = [s for s in items if s not in allowed]
     if bad:
         warnings.append(
-            f"URL parameter `{name}`: {', '.join(map(repr, bad))} not recognised "
-            f"(choose from {', '.join(allowed)}); ignored."
+            f"URL parameter {md_code(name)}: {', '.join(md_code(b) for b in bad[:10])} not "
+            f"recognised (choose from {', '.join(allowed)}); ignored."
         )
     if not good:
         if items:
-            warnings.append(f"URL parameter `{name}`: nothing usable left; using the default.")
+            warnings.append(
+                f"URL parameter {md_code(name)}: nothing usable left; using the default."
+            )
         return list(default), warnings
     return list(dict.fromkeys(good)), warnings
 
@@ -187,30 +283,41 @@ def parse_choices(
 def parse_int_list(
     name: str, raw: Any, lo: int, hi: int, default: Sequence[int]
 ) -> tuple[list[int], list[str]]:
-    """Integers as ``1,2,5`` or a range ``1-6``, each within [lo, hi]."""
+    """Integers as ``1,2,5`` or a range ``1-6``, each within [lo, hi].
+
+    A range is cut to [lo, hi] before it is built, so ``1-300000000`` costs what ``1-6`` does;
+    at most ``hi - lo + 1`` values are ever held.
+    """
     if raw is None:
         return list(default), []
     text = _one(raw).strip()
-    values: list[int] = []
+    values: set[int] = set()
+    dropped = False
     try:
         for part in text.split(","):
             part = part.strip()
             if "-" in part[1:]:
                 a, b = part.split("-", 1)
-                values.extend(range(int(a), int(b) + 1))
+                first, last = int(a), int(b)
+                dropped |= first < lo or last > hi
+                values.update(range(max(first, lo), min(last, hi) + 1))
             elif part:
-                values.append(int(part))
+                v = int(part)
+                if lo <= v <= hi:
+                    values.add(v)
+                else:
+                    dropped = True
     except ValueError:
         return list(default), [
-            f"URL parameter `{name}={text}` is not a list of integers (e.g. `1,2,3` or `1-6`); "
-            f"using the default {','.join(map(str, default))}."
+            f"URL parameter {md_code(f'{name}={text}')} is not a list of integers (e.g. `1,2,3` "
+            f"or `1-6`); using the default {','.join(map(str, default))}."
         ]
-    good = sorted({v for v in values if lo <= v <= hi})
+    good = sorted(values)
     warnings = []
-    if len(good) < len(set(values)):
-        warnings.append(f"URL parameter `{name}`: values outside {lo} to {hi} were dropped.")
+    if dropped:
+        warnings.append(f"URL parameter {md_code(name)}: values outside {lo} to {hi} were dropped.")
     if not good:
-        return list(default), [*warnings, f"URL parameter `{name}`: using the default."]
+        return list(default), [*warnings, f"URL parameter {md_code(name)}: using the default."]
     return good, warnings
 
 
@@ -225,9 +332,13 @@ def parse_number(
         value: float = int(text) if integer else float(text)
     except ValueError:
         kind = "an integer" if integer else "a number"
-        return default, [f"URL parameter `{name}={text}` is not {kind}; using {default}."]
-    if not lo <= value <= hi:
-        return default, [f"URL parameter `{name}={text}` is outside {lo} to {hi}; using {default}."]
+        return default, [
+            f"URL parameter {md_code(f'{name}={text}')} is not {kind}; using {default}."
+        ]
+    if not lo <= value <= hi:  # also refuses nan
+        return default, [
+            f"URL parameter {md_code(f'{name}={text}')} is outside {lo} to {hi}; using {default}."
+        ]
     return value, []
 
 
@@ -241,20 +352,27 @@ def parse_choice(
     if text in allowed:
         return text, []
     return default, [
-        f"URL parameter `{name}={text}` is not one of {', '.join(allowed)}; using {default!r}."
+        f"URL parameter {md_code(f'{name}={text}')} is not one of {', '.join(allowed)}; "
+        f"using {md_code(default)}."
     ]
 
 
 def parse_overrides(
-    name: str, raw: Any, base: ExperimentConfig, fields_allowed: Sequence[str]
+    name: str,
+    raw: Any,
+    base: ExperimentConfig,
+    fields_allowed: Sequence[str],
+    allowed_ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """A Compare variant, ``depth:6,transform:fc``: settings that differ from the base config.
 
     Each override is validated on top of ``base`` (and the ones before it); a bad one is dropped
-    with a warning.
+    with a warning. An integer above what the server allows (``allowed_ranges``, default
+    ``ranges()``) is clamped to that limit, with a warning that says so; one below is dropped.
     """
     if raw is None:
         return {}, []
+    allowed_ranges = allowed_ranges or ranges()
     out: dict[str, Any] = {}
     warnings: list[str] = []
     for part in _one(raw).split(","):
@@ -262,26 +380,41 @@ def parse_overrides(
         if not part:
             continue
         field, sep, value = part.partition(":")
-        field = field.strip()
+        field, value = field.strip(), value.strip()
         if not sep or field not in fields_allowed:
             warnings.append(
-                f"URL parameter `{name}`: `{part}` is not `setting:value` with a setting among "
-                f"{', '.join(fields_allowed)}; ignored."
+                f"URL parameter {md_code(name)}: {md_code(part)} is not `setting:value` with a "
+                f"setting among {', '.join(fields_allowed)}; ignored."
             )
             continue
-        try:
-            cfg = ExperimentConfig.from_dict(
-                {**{k: getattr(base, k) for k in URL_FIELDS}, **out, field: value.strip()}
-            )
-            problem = None
-            if field in UI_RANGES:
-                lo, hi = UI_RANGES[field]
-                if not lo <= getattr(cfg, field) <= hi:
-                    problem = f"the dashboard offers {lo} to {hi}"
-        except ConfigError as exc:
-            problem = str(exc)
+        problem = None
+        if field in allowed_ranges:
+            lo, hi = allowed_ranges[field]
+            try:
+                number = int(value)
+            except ValueError:
+                number = None  # ExperimentConfig says what is wrong with it
+            if number is not None and number > hi:
+                warnings.append(
+                    f"URL parameter {md_code(name)}: {md_code(part)} is over the server limit "
+                    f"{hi}; using {md_code(f'{field}:{hi}')}."
+                )
+                value = str(hi)
+            elif number is not None and number < lo:
+                problem = f"the dashboard offers {lo} to {hi}"
+        if problem is None:
+            try:
+                cfg = ExperimentConfig.from_dict(
+                    {**{k: getattr(base, k) for k in URL_FIELDS}, **out, field: value}
+                )
+                problem = field_problem(field, cfg)
+            except ConfigError as exc:
+                problem = str(exc)
         if problem:
-            warnings.append(f"URL parameter `{name}`: `{part}` is not valid ({problem}); ignored.")
+            warnings.append(
+                f"URL parameter {md_code(name)}: {md_code(part)} is not valid "
+                f"({public_message(problem)}); ignored."
+            )
         else:
             out[field] = getattr(cfg, field)
     return out, warnings

@@ -58,7 +58,8 @@ HELP = {
     "source_family": "The frozen source model f_S. Pixel models are cheap on a CPU; clip-cnn is "
     "the paper's setting: a frozen CLIP image tower feeding a trainable CNN head.",
     "weights": "How the CLIP tower is initialised: 'random', a pretrained tag (downloads where a "
-    "network exists), or a checkpoint file on the server. Random weights are flagged everywhere.",
+    "network exists), or the name of a checkpoint in the server's weights folder (never a path). "
+    "Random weights are flagged everywhere.",
     "depth": "Depth L of the source model (of the CNN head for clip-cnn). The paper varies it "
     "from 1 to 6.",
     "transform": "The input transformation a_θ, the only part that is trained.",
@@ -186,10 +187,10 @@ def _backbones() -> list[str]:
 
 @st.cache_resource(show_spinner=False)
 def _weight_tags(name: str) -> list[str]:
-    from reprog_core.source_model.clip_backbone import list_weight_tags
+    from reprog_core.source_model.clip_backbone import list_named_checkpoints, list_weight_tags
 
-    try:
-        return list_weight_tags(name)
+    try:  # the tags, then the checkpoints of the operator's weights folder (by name)
+        return [*list_weight_tags(name), *list_named_checkpoints()]
     except Exception:  # an unknown backbone name: the sidebar still offers 'random'
         return []
 
@@ -261,9 +262,13 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         values["weights"] = values["weights"].strip() or "random"
     try:
         cfg = ExperimentConfig.from_dict(values)
+        problem = state.server_problem(cfg)  # backbone/weights typed in: never a server path
     except ConfigError as exc:
-        st.sidebar.error(f"These settings do not go together: {exc}")
-        st.error(f"The settings in the sidebar do not go together: {exc}. Change one of them.")
+        problem = str(exc)
+    if problem:
+        msg = state.public_message(problem)
+        st.sidebar.error(f"These settings do not go together: {msg}")
+        st.error(f"The settings in the sidebar do not go together: {msg}. Change one of them.")
         return None
     if values != st.session_state[CFG]:
         st.session_state[CFG] = cfg.to_dict()
@@ -439,7 +444,7 @@ def watch(keys: Sequence[str]) -> None:
         elif status.state != "done":  # a done one is collected by ``fetch`` on the next run
             live.append(key)
     for _key, label, message in failed[:3]:
-        st.error(f"**{label}** could not be computed: {message}", icon="🛑")
+        st.error(f"**{label}** could not be computed: {state.public_message(message)}", icon="🛑")
     if failed:
         more = f" ({len(failed) - 3} more failed)" if len(failed) > 3 else ""
         st.button(

@@ -66,9 +66,10 @@ warnings: list[str] = []
 if ui.first_visit("compare"):
     n, warnings = state.parse_number("n", ui.page_param("n"), 2, MAX_CONFIGS, 2, integer=True)
     st.session_state["cmp.n"] = int(n)
+    limits = ui.allowed_ranges()  # over-limit values are clamped to these, with a warning
     for i in range(MAX_CONFIGS):
         raw = ui.page_param(f"c{i + 1}")
-        over, w = state.parse_overrides(f"c{i + 1}", raw, base, VARY)
+        over, w = state.parse_overrides(f"c{i + 1}", raw, base, VARY, limits)
         warnings += w
         if raw is None:
             over = _default_variant(i, base)
@@ -149,10 +150,16 @@ for i, col in enumerate(columns):
             st.number_input("seed", 0, 2**31 - 1, key=_wkey(i, "seed"))
         values = {name: st.session_state[_wkey(i, name)] for name in VARY}
         try:
-            configs.append(ExperimentConfig.from_dict({**base.to_dict(), **values}))
+            cfg_i = ExperimentConfig.from_dict({**base.to_dict(), **values})
+            problem = state.server_problem(cfg_i)  # e.g. weights typed as a server path
         except ConfigError as exc:
-            st.error(f"{LETTERS[i]}: these settings do not go together: {exc}")
-            configs.append(None)
+            cfg_i, problem = None, str(exc)
+        if problem:
+            st.error(
+                f"{LETTERS[i]}: these settings cannot be used: {state.public_message(problem)}"
+            )
+            cfg_i = None
+        configs.append(cfg_i)
 
 ui.sync_url(
     base,

@@ -18,9 +18,13 @@ Weights (``load_backbone(name, weights)``):
 * a pretrained tag (``list_weight_tags(name)``): loaded by ``open_clip.create_model`` from the
   Hugging Face cache, downloading first where a network exists. Offline and not cached, it fails
   at once with a ``BackboneWeightsError`` that says how to supply weights;
+* the *name* of a checkpoint file in the operator's weights folder (``$REPROG_WEIGHTS_DIR``,
+  see ``list_named_checkpoints``): the only kind of file a dashboard URL may name;
 * a path to a checkpoint file (``.pt`` / ``.bin`` / ``.pth`` state_dict, ``.safetensors``, or
   ``{'state_dict': {'module.*': ...}}``), loaded through ``open_clip.create_model(name,
   pretrained=path)`` - open_clip's own loading path, so any file open_clip reads works here.
+  Paths are for local users (the CLI); ``check_weights(..., allow_paths=False)`` is the check for
+  untrusted input (URLs), which never touches the file system beyond the weights folder.
 
 ``register_tiny_configs()`` adds two tiny model configs (``tiny-vit``, ``tiny-rn``) that run in
 about 0.01 s on a CPU: for tests and quick demos. Their text towers are minimal stubs (never used
@@ -81,6 +85,9 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 CURATED_BACKBONES: tuple[str, ...] = ("ViT-S-32", "ViT-B-32", "ViT-B-16", "RN50", "RN101")
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+WEIGHTS_DIR_ENV = "REPROG_WEIGHTS_DIR"  # the operator's folder of named checkpoints
+# A checkpoint *name*: one plain file name, no folder part, not hidden, nothing to interpret.
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 OFFLINE_ENVS = ("HF_HUB_OFFLINE", "REPROG_OFFLINE")
 PROBE_TIMEOUT_S = 0.5
 
@@ -128,6 +135,102 @@ def list_weight_tags(name: str) -> list[str]:
     """open_clip's pretrained tags for ``name`` (empty for the tiny configs)."""
     _check_model_name(name)
     return list(import_open_clip().list_pretrained_tags_by_model(name))
+
+
+def check_backbone(name: str) -> None:
+    """Raise ``BackboneError`` unless ``name`` is a model of the registry that clip-cnn supports
+    (no file is read beyond open_clip's bundled configs)."""
+    _check_model_name(name)
+
+
+def weights_dir() -> Path | None:
+    """The operator's folder of named checkpoints (``$REPROG_WEIGHTS_DIR``), or None if unset."""
+    raw = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def is_checkpoint_name(text: str) -> bool:
+    """True for a plain checkpoint file name (``vit-s-32-laion.pt``): no folder part, no ``..``,
+    not hidden, a checkpoint suffix. Says nothing about whether such a file exists."""
+    return (
+        isinstance(text, str)
+        and _CHECKPOINT_NAME.fullmatch(text) is not None
+        and ".." not in text
+        and text.lower().endswith(CHECKPOINT_SUFFIXES)
+    )
+
+
+def list_named_checkpoints() -> list[str]:
+    """Names of the checkpoint files directly inside ``weights_dir()`` (sorted; empty when the
+    folder is unset or unreadable). Only regular files count; nothing is opened."""
+    folder = weights_dir()
+    if folder is None:
+        return []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    names = []
+    for e in entries:
+        try:
+            if is_checkpoint_name(e.name) and e.is_file():
+                names.append(e.name)
+        except OSError:
+            continue
+    return sorted(names)
+
+
+def named_checkpoint(weights: str) -> Path | None:
+    """The file of checkpoint name ``weights`` in ``weights_dir()``, or None when it is not one."""
+    folder = weights_dir()
+    if folder is None or not is_checkpoint_name(weights):
+        return None
+    return folder / weights if weights in list_named_checkpoints() else None
+
+
+def check_weights(name: str, weights: str, *, allow_paths: bool) -> str:
+    """What ``weights`` is for backbone ``name``: 'random', 'tag', 'named' (a checkpoint in the
+    weights folder) or 'file' (a path; only with ``allow_paths``). Nothing is loaded.
+
+    With ``allow_paths=False`` (a URL, a dashboard field) no path is accepted and the file
+    system is touched only to list the weights folder, so untrusted text cannot make the server
+    open, stat or hash a file of its choosing. Raises ``BackboneWeightsError`` (one line; with
+    ``allow_paths=False`` it never names a server path).
+    """
+    _check_model_name(name)
+    if not isinstance(weights, str) or not weights:
+        raise BackboneWeightsError("weights must be 'random', a pretrained tag, or a checkpoint")
+    if weights == "random":
+        return "random"
+    if import_open_clip().pretrained.get_pretrained_cfg(name, weights):
+        return "tag"
+    if named_checkpoint(weights) is not None:
+        return "named"
+    if allow_paths and _looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "not found"
+            raise BackboneWeightsError(f"checkpoint file {what}: {path.resolve()}")
+        return "file"
+    tags = list_weight_tags(name)
+    named = list_named_checkpoints()
+    offer = ["'random'"]
+    if tags:
+        offer.append(f"a pretrained tag of {name} ({', '.join(tags[:8])})")
+    if named:
+        offer.append(f"a checkpoint of the server's weights folder ({', '.join(named[:8])})")
+    elif not allow_paths:
+        offer.append(
+            f"the name of a checkpoint in the server's weights folder (none: the operator sets "
+            f"{WEIGHTS_DIR_ENV})"
+        )
+    if allow_paths:
+        offer.append("a checkpoint file path")
+    elif "/" in weights or "\\" in weights or os.sep in weights or weights.startswith((".", "~")):
+        raise BackboneWeightsError(
+            f"weights must not be a file path here; use {' or '.join(offer)}"
+        )
+    raise BackboneWeightsError(f"unknown weights {weights!r} for {name}; use {' or '.join(offer)}")
 
 
 def _check_model_name(name: str) -> dict[str, Any]:
@@ -325,6 +428,10 @@ def load_backbone(
         model = _create_from_tag(name, tag, tag_cfg, cfg)
         return _wrap(model, dev, name=name, weights_label=tag, weights_kind="tag")
 
+    named = named_checkpoint(weights)
+    if named is not None:  # a checkpoint of the operator's weights folder, labelled by its name
+        return _load_file(name, named, dev, seed=seed, label=weights)
+
     if not _looks_like_path(weights):
         tags = list_weight_tags(name)
         valid = f"valid tags for {name}: {tags}" if tags else f"{name} has no pretrained tags"
@@ -340,6 +447,14 @@ def load_backbone(
             f"checkpoint file {what}: {path} (from --weights {weights!r}). Give the path of an "
             "open_clip checkpoint (.pt/.bin state_dict, .safetensors, or {'state_dict': ...})"
         )
+    return _load_file(name, path, dev, seed=seed, label=str(path))
+
+
+def _load_file(
+    name: str, path: Path, dev: torch.device, *, seed: int, label: str
+) -> FrozenBackbone:
+    """A checkpoint file through open_clip's loader; ``label`` is what results call it."""
+    open_clip = import_open_clip()
     digest = _sha256_file(path)
     try:
         with torch.random.fork_rng(devices=[]), _quiet_open_clip():
@@ -347,10 +462,11 @@ def load_backbone(
             model = open_clip.create_model(name, pretrained=str(path), pretrained_text=False)
     except Exception as err:
         raise BackboneWeightsError(
-            f"could not load checkpoint {path} into {name}: {_diagnose_checkpoint(name, path, err)}"
+            f"could not load checkpoint {label} into {name}: "
+            f"{_diagnose_checkpoint(name, path, err)}"
         ) from err
     return _wrap(
-        model, dev, name=name, weights_label=str(path), weights_kind="file", weights_sha256=digest
+        model, dev, name=name, weights_label=label, weights_kind="file", weights_sha256=digest
     )
 
 
