@@ -8,6 +8,10 @@ backbone features computed once per data set.
 from __future__ import annotations
 
 import copy
+import errno
+import hashlib
+import io
+import json
 import logging
 import os
 import tempfile
@@ -55,6 +59,13 @@ def source_data(cfg: ExperimentConfig) -> SourceData:
     )
 
 
+STORE_FORMAT = 2  # 2: the file carries ``sha256`` of its content (``_content_digest``)
+
+
+class StoredSourceInvalid(ValueError):
+    """A stored source model that must not be used: unreadable, tampered with, or not finite."""
+
+
 def stored_source_path(cfg: ExperimentConfig) -> Path:
     return cache_dir("sources") / f"{cfg.source_key()}.pt"
 
@@ -69,28 +80,96 @@ def load_or_train_source(
     """The trained, frozen source model for ``cfg`` and its record.
 
     The same source config never retrains: the trained weights are stored under the source key
-    in ``cache_dir('sources')``. A stored file that cannot be read is discarded (with a warning)
-    and the model retrained.
+    in ``cache_dir('sources')``, with a sha256 of their content. A stored file that cannot be
+    read, whose checksum does not match (bytes flipped on disk, an edited file, an older file
+    without a checksum), or whose weights are not all finite is discarded with a warning and the
+    model retrained. When the trained model cannot be stored because the disk is full, it is
+    still returned for this request, with the one-line warning "disk full at <cache dir>: ...".
     """
     dev = resolve_device(str(device) if device is not None else None)
     path = stored_source_path(cfg)
     n_classes = data.dataset_spec(cfg.source_data).n_classes
     if path.exists() and not retrain:
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
+            state, result_dict = read_stored_source(path)
             seed_everything(cfg.seed)
             model = build_source_model(cfg, n_classes, device=dev)
-            _trainable(model).load_state_dict(stored["state_dict"])
-            result = SourceResult(**stored["result"])
+            _trainable(model).load_state_dict(state)
+            result = SourceResult(**result_dict)
             if progress:
                 progress(1.0, "source model loaded from store")
             return _freeze(model.to(dev)), result
-        except Exception as exc:  # noqa: BLE001 - any unreadable store entry means: retrain
-            log.warning("stored source model %s is unreadable (%s); retraining", path, exc)
+        except Exception as exc:  # noqa: BLE001 - any unusable store entry means: retrain
+            log.warning("stored source model %s is not usable (%s); retraining", path.name, exc)
             path.unlink(missing_ok=True)
     model, result = train_source(cfg, device=dev, progress=progress)
-    _atomic_save({"state_dict": _trainable(model).state_dict(), "result": result.to_dict()}, path)
+    from reprog_core.backend.errors import DiskFull  # local: the backend imports this module
+
+    try:
+        save_source(_trainable(model).state_dict(), result.to_dict(), path)
+    except DiskFull as exc:
+        log.warning("%s (the source model is used for this request, not stored)", exc)
     return model, result
+
+
+def save_source(state: dict[str, torch.Tensor], result: dict, path: Path) -> None:
+    """Store a trained source model's ``state`` and ``result`` record at ``path`` with the sha256
+    of its content, atomically. Raises ``DiskFull`` ("disk full at <cache dir>: free space or set
+    REPROG_CACHE_DIR") when the disk is full; nothing partial is left behind."""
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    payload = {
+        "format": STORE_FORMAT,
+        "state_dict": state,
+        "result": result,
+        "sha256": _content_digest(state, result),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)  # into memory first: the disk write below fails as a plain OSError
+    try:
+        _atomic_write_bytes(buf.getvalue(), path)
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise _disk_full() from None
+        raise
+
+
+def read_stored_source(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state_dict and result record stored at ``path``, verified: raises
+    ``StoredSourceInvalid`` when the checksum is missing or wrong or a weight is not finite."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stored, dict) or "sha256" not in stored:
+        raise StoredSourceInvalid("no checksum (written by an older version)")
+    state, result = stored.get("state_dict"), stored.get("result")
+    if not isinstance(state, dict) or not isinstance(result, dict):
+        raise StoredSourceInvalid("not a stored source model")
+    if _content_digest(state, result) != stored["sha256"]:
+        raise StoredSourceInvalid("checksum mismatch: the file was changed or corrupted on disk")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise StoredSourceInvalid(f"non-finite weights in {', '.join(bad[:3])}")
+    return state, result
+
+
+def _content_digest(state: dict[str, torch.Tensor], result: dict) -> str:
+    """sha256 over the record (canonical JSON) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    h.update(json.dumps(result, sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full() -> Exception:
+    """The one-line error of a full disk under the cache directory."""
+    from reprog_core.backend.errors import DiskFull  # local: the backend imports this module
+
+    return DiskFull(f"disk full at {cache_dir()}: free space or set REPROG_CACHE_DIR")
 
 
 def train_source(
@@ -201,13 +280,16 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5
     return correct / max(1, len(y))
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
+def _atomic_write_bytes(blob: bytes, path: Path) -> None:
+    """Write to a temp file in the same folder, then rename: a crash never leaves half a file,
+    and a failed write (a full disk) leaves no temp file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
