@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
@@ -150,8 +151,17 @@ class ExperimentConfig:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if not lo <= value <= hi:
                 raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-        if not isinstance(self.lr, (int, float)) or self.lr < 0 or self.lr != self.lr:
-            raise ConfigError(f"lr must be a non-negative number (0 = default), got {self.lr!r}")
+        # 0 is the sentinel for "the transform's default" (``effective_lr``); otherwise a finite
+        # positive step size: inf or nan would run and only stop at a NaN loss.
+        if (
+            not isinstance(self.lr, (int, float))
+            or isinstance(self.lr, bool)
+            or not math.isfinite(self.lr)
+            or self.lr < 0
+        ):
+            raise ConfigError(
+                f"lr must be a finite number > 0, or 0 for the transform's default; got {self.lr!r}"
+            )
         if self.transform in (TransformKind.VP.value, TransformKind.VP_FC.value):
             if self.target_size >= self.source_size:
                 raise ConfigError(
