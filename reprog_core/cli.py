@@ -102,9 +102,32 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The config the flags describe; a bad value is a ``ConfigError`` (one line, exit 2).
+
+    For clip-cnn, ``--backbone`` must be in open_clip's registry and ``--weights`` must be
+    'random', a pretrained tag, a checkpoint name in ``$REPROG_WEIGHTS_DIR``, or an existing
+    checkpoint file (a local user may name any file they can read). Checked here, before any
+    work is queued; nothing is loaded yet.
+    """
     fields = ExperimentConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
-    return ExperimentConfig(**values)
+    cfg = ExperimentConfig(**values)
+    if cfg.uses_backbone:
+        from reprog_core.source_model.clip_backbone import (
+            BackboneError,
+            check_backbone,
+            check_weights,
+        )
+
+        try:
+            check_backbone(cfg.backbone)
+        except BackboneError as exc:
+            raise ConfigError(f"--backbone: {exc}") from None
+        try:
+            check_weights(cfg.backbone, cfg.weights, allow_paths=True)
+        except BackboneError as exc:
+            raise ConfigError(f"--weights: {exc}") from None
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI reports failures in one line, no traceback
-        from reprog_core.backend import BackendError
+        from reprog_core.backend import BackendError, DiskFull, StoreBusy
         from reprog_core.data import DatasetError
 
         known = (BackendError, DatasetError, FloatingPointError, ValueError, RuntimeError, OSError)
         if not isinstance(exc, known):
             raise
-        sys.stderr.write(f"python -m reprog_core {args.command}: {type(exc).__name__}: {exc}\n")
+        what = "" if isinstance(exc, (DiskFull, StoreBusy)) else f"{type(exc).__name__}: "
+        sys.stderr.write(f"python -m reprog_core {args.command}: {what}{exc}\n")
         return EXIT_FAILED
 
 
@@ -241,6 +265,8 @@ def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict
     result = backend.run(kind, cfg, params, progress_cb=show)
     if not quiet:
         sys.stderr.write("\n")
+    for warning in result.get("warnings", []):  # e.g. disk full: computed, but not stored
+        sys.stderr.write(f"python -m reprog_core {args.command}: warning: {warning}\n")
     return result
 
 
@@ -320,7 +346,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     elif args.action == "ls":
         out = be.cache_ls(b)
     elif args.action == "clear":
-        out = {"removed": be.cache_clear(b, kind=args.kind)}
+        out = be.admin.cache_clear_report(b, kind=args.kind)
     else:
 
         def show(msg: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from reprog_core.backend.errors import BackendError
@@ -37,13 +38,28 @@ def list_presets() -> list[str]:
 
 
 def cache_info(backend: Backend) -> dict[str, Any]:
-    """Where the cache is, how big it is, how many entries, and its size limit (bytes)."""
+    """Where the cache is, how big it is (bytes), how many entries, its size limit (bytes),
+    ``read_only`` (why it cannot be written now: 'disk full', 'locked by another process'; None
+    when it can) and ``corrupt``: the stores set aside as corrupt, each ``{"dir", "size"}``."""
+    store = backend.store
     return {
-        "dir": str(backend.store.directory),
-        "size": backend.store.volume(),
-        "count": len(backend.store),
-        "limit": backend.store.size_limit_bytes,
+        "dir": str(store.directory),
+        "size": store.volume(),
+        "count": len(store),
+        "limit": store.size_limit_bytes,
+        "read_only": store.read_only,
+        "corrupt": [{"dir": str(p), "size": _folder_size(p)} for p in store.corrupt_folders()],
     }
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
 
 
 def cache_ls(backend: Backend) -> list[dict[str, Any]]:
@@ -53,8 +69,17 @@ def cache_ls(backend: Backend) -> list[dict[str, Any]]:
 
 
 def cache_clear(backend: Backend, kind: str | None = None) -> int:
-    """Remove every stored result (or those of one task ``kind``); returns how many."""
-    return backend.store.clear(kind)
+    """Remove every stored result (or those of one task ``kind``); returns how many. Clearing
+    everything also removes the stores set aside as corrupt (``cache_clear_report`` says
+    which)."""
+    return int(cache_clear_report(backend, kind)["removed"])
+
+
+def cache_clear_report(backend: Backend, kind: str | None = None) -> dict[str, Any]:
+    """``cache_clear``, saying what went: ``{"removed": n, "removed_corrupt": [folders]}``."""
+    removed = backend.store.clear(kind)
+    corrupt = [] if kind is not None else backend.store.remove_corrupt_folders()
+    return {"removed": removed, "removed_corrupt": [str(p) for p in corrupt]}
 
 
 def warm(

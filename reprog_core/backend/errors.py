@@ -35,8 +35,18 @@ class Cancelled(BackendError):
 
 
 class DiskFull(BackendError):
-    """The result could not be stored because the disk is full. The requester still gets the
-    result; it is reported, not raised, by the backend."""
+    """The disk holding the cache is full. A computed result that cannot be stored is still
+    returned (the backend reports this as a warning); whatever was stored before stays."""
+
+
+class StoreBusy(BackendError):
+    """The result store's database stayed locked by another process for longer than the wait
+    (``REPROG_CACHE_TIMEOUT_S``). Nothing is lost; ask again later."""
+
+
+def disk_full(where: object) -> DiskFull:
+    """The one message for a full disk under the cache directory ``where``."""
+    return DiskFull(f"disk full at {where}: free space or set REPROG_CACHE_DIR")
 
 
 class UnknownTask(BackendError, KeyError):
@@ -57,6 +67,7 @@ ERRORS: dict[str, type[BackendError]] = {
         WorkerCrashed,
         Cancelled,
         DiskFull,
+        StoreBusy,
         UnknownTask,
     )
 }

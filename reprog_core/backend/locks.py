@@ -13,18 +13,25 @@ because its semantics are exactly what dedup needs and nothing more:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from reprog_core.backend.errors import disk_full
+
 
 class KeyLock:
     """An exclusive lock on one key; ``acquire`` polls so that a waiter stays cancellable."""
 
     def __init__(self, directory: Path, key: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_if_full(exc, directory)
+            raise
         self.path = directory / f"{key}.lock"
         self._fd: int | None = None
 
@@ -32,7 +39,11 @@ class KeyLock:
         """Take the lock if it is free; never blocks."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            _raise_if_full(exc, self.path.parent)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,3 +80,9 @@ class KeyLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _raise_if_full(exc: OSError, where: Path) -> None:
+    """A lock file that cannot be created on a full disk is the one-line ``DiskFull``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise disk_full(where.parent) from exc
