@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from reprog_core.sweep.executors import PointOutcome
@@ -49,6 +52,21 @@ def _print_table(head: list[str], body: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
+def check_out_folder(out: str) -> Path:
+    """Create ``out`` and prove it writable (a probe file, removed at once) before any point is
+    computed; ``SweepGridError`` (one line, exit 2) when it is not."""
+    folder = Path(out).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SweepGridError(f"--out {out}: cannot write the results there ({reason})") from None
+    return folder
+
+
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the sweep the CLI flags describe (``reprog_core.cli`` parses them)."""
     from reprog_core.cli import config_from_args
@@ -59,6 +77,7 @@ def main_from_args(args: argparse.Namespace) -> int:
     grid = build_grid(
         base, preset=args.preset, depths=args.depths, transforms=args.transforms, seeds=args.seeds
     )
+    check_out_folder(args.out)  # before hours of computing, not after
     as_json = bool(getattr(args, "json", False))
     live = sys.stderr.isatty() and not as_json
     weights = base.weights_label
