@@ -54,11 +54,57 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pin_threads(n: int | None = None) -> None:
-    """Pin torch's intra-op threads (default: ``$REPROG_THREADS`` or the core count).
+THREADS_ENV = "REPROG_THREADS"
 
-    With default threading, timings on the 2-core machines were erratic.
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads(workers: int = 1) -> int:
+    """Torch threads per worker: ``$REPROG_THREADS``, else the cores shared out among ``workers``
+    concurrent workers (at least 1). Measured (README "Measured", thread policy): with
+    ``OMP_WAIT_POLICY=PASSIVE`` two threads were never slower than one, idle or contended; with
+    spinning OpenMP threads they were up to several times slower under contention."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"${THREADS_ENV}={env!r} is not a whole number") from None
+        if n < 1:
+            raise ValueError(f"${THREADS_ENV} must be at least 1, got {n}")
+        return n
+    return max(1, available_cores() // max(1, workers))
+
+
+def thread_policy() -> dict[str, object]:
+    """What governs CPU threading in this process: the OpenMP wait policy (and whether it could
+    still take effect: torch must load after it is set), and ``$REPROG_THREADS``."""
+    import reprog_core
+
+    return {
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(OpenMP default: active)"),
+        "wait_policy_effective": not reprog_core.TORCH_PRELOADED,
+        "reprog_threads": os.environ.get(THREADS_ENV) or None,
+        "cores": available_cores(),
+    }
+
+
+def pin_threads(n: int | None = None, *, workers: int = 1) -> int:
+    """Pin torch's intra-op threads to ``n`` (default ``default_threads(workers)``); returns it.
+
+    With default threading, timings on the 2-core machines were erratic; with spinning OpenMP
+    threads, two threads could be many times slower than one on shared cores. The wait policy
+    (``OMP_WAIT_POLICY=PASSIVE``) is set by importing ``reprog_core`` before torch.
     """
-    n = n or int(os.environ.get("REPROG_THREADS", "0")) or (os.cpu_count() or 1)
+    n = n or default_threads(workers)
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    return n

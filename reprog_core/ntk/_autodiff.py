@@ -65,5 +65,15 @@ def cast_module(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     return copy.deepcopy(module).to(dtype)
 
 
+def model_bytes(module: nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Bytes of ``module``'s parameters and buffers; floating ones counted in ``dtype`` when given
+    (what ``cast_module(module, dtype)`` allocates)."""
+    total = 0
+    for t in [*module.parameters(), *module.buffers()]:
+        item = itemsize(dtype) if dtype is not None and t.is_floating_point() else t.element_size()
+        total += t.numel() * item
+    return total
+
+
 def itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()

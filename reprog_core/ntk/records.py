@@ -22,11 +22,10 @@ from reprog_core.ntk.lanczos import topk_eigs
 from reprog_core.ntk.source import source_ntk
 from reprog_core.ntk.spectral import (
     default_rank_tol,
-    eigendecompose,
     spectrum,
     stats_from_eigenvalues,
 )
-from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk
+from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk_eig
 from reprog_core.results import KernelResult, SpectrumStats
 
 MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points
@@ -48,6 +47,7 @@ def target_kernel_result(
     method: str = NtkMethod.AUTO.value,
     budget_bytes: int | None = None,
     dtype: torch.dtype | None = None,
+    grad_dtype: torch.dtype | None = None,
     topk: int = 64,
     keep_gram: bool = False,
 ) -> KernelResult:
@@ -56,22 +56,39 @@ def target_kernel_result(
     ``kernel`` defaults to ``cfg.kernel_form``. Over the dense budget, the top ``topk``
     eigenvalues come from Lanczos instead (``stats.partial``; trace and Σ|K|/N are then NaN).
     The record's ``dynamics`` is ``ntk_dynamics`` for ``cfg.steps`` steps at ``prediction_lr``.
+    ``grad_dtype``: the input gradients' precision (``target_ntk``); default the model's own, so a
+    float32 model with ``dtype=torch.float64`` gets float32 G, a float64 Gram and the precision
+    check (falling back to all-float64 where the rank or λ_min could change).
     """
     t0 = time.perf_counter()
     kernel = kernel or cfg.kernel_form
+    grad_dtype = grad_dtype or next(model.parameters()).dtype
     plan = estimate_bytes(
-        model, len(x), kernel=kernel, method=method, dtype=dtype, budget_bytes=budget_bytes
+        model,
+        len(x),
+        kernel=kernel,
+        method=method,
+        dtype=dtype,
+        grad_dtype=grad_dtype,
+        budget_bytes=budget_bytes,
     )
     gram = None
     # An explicitly chosen dense method over budget is refused (KernelTooLarge, before any
     # allocation); only 'auto' falls back to the matrix-free top-k eigenvalues.
     if plan["fits"] or method != NtkMethod.AUTO.value:
-        k, info = target_ntk(
-            model, x, kernel=kernel, method=method, budget_bytes=budget_bytes, dtype=dtype
+        # One eigendecomposition serves the spectrum, the precision check and the dynamics.
+        k, eig, info = target_ntk_eig(
+            model,
+            x,
+            kernel=kernel,
+            method=method,
+            budget_bytes=budget_bytes,
+            dtype=dtype,
+            grad_dtype=grad_dtype,
         )
+        assert eig is not None
         n_out = info["n_outputs"]
-        stats = spectrum(k, y, n_classes=n_out)
-        eig = eigendecompose(k)
+        stats = spectrum(k, y, n_classes=n_out, eigenvalues=eig[0])
         used, n_params = info["method"], info["n_params"]
         gram = k.cpu().tolist() if keep_gram else None
     else:

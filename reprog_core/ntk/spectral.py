@@ -180,16 +180,24 @@ def spectrum(
     rank_rtol: float | None = None,
     n_outputs: int | None = None,
     n_classes: int | None = None,
+    eigenvalues: torch.Tensor | None = None,
 ) -> SpectrumStats:
     """Spectrum statistics of a kernel matrix (conventions in the module doc).
 
     k (n, n): a trace kernel (N, N) or a full one (N*c, N*c), any dtype or device. y (N,) int
     labels (optional) for the alignment; ``n_outputs`` c (rows per sample; read from y's length
     when y is given, else 1) gives N = n / c for ``abs_sum_over_n``. ``n_classes`` sets the
-    one-hot width of a trace-form alignment (default max(y) + 1).
+    one-hot width of a trace-form alignment (default max(y) + 1). ``eigenvalues`` (n,) descending
+    float64: k's, from an ``eigendecompose`` the caller already ran (a full-form kernel's
+    decomposition is the expensive part: it is not repeated).
     """
     n = k.shape[0]
-    w, _ = eigendecompose(k, vectors=False)
+    if eigenvalues is not None:
+        if eigenvalues.shape != (n,):
+            raise ValueError(f"{tuple(eigenvalues.shape)} eigenvalues for a kernel of {n} rows")
+        w = eigenvalues.detach().to("cpu", torch.float64)
+    else:
+        w, _ = eigendecompose(k, vectors=False)
     if rank_rtol is not None:
         tol = rank_rtol * float(w.abs().max())
     else:
