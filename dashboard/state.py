@@ -104,7 +104,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$:&])")
 # An absolute or dot-relative path (not a URL, not a fraction like 1/2): /x/y, ~/x, ../x, ./x,
 # C:\x. What a page must never show of the server.
 _PATH = re.compile(
-    r"""(?<![\w:/.~\\-])(?:~|\.{1,2})?/[^\s'"`()\[\]{}<>,;|]+"""  # POSIX, ~ and ./ ../
+    r"""(?<![\w:/.~\\>-])(?:~|\.{1,2})?/[^\s'"`()\[\]{}<>,;|]+"""  # POSIX, ~ and ./ ../
     r"""|\b[A-Za-z]:\\[^\s'"`]+"""  # Windows
 )
 _PID = re.compile(r"\b(pid|PID|process(?:es)?)\s*[=:#]?\s*\(?\s*\d+\s*\)?")

@@ -265,3 +265,333 @@ def test_source_model_on_a_full_disk(full_disk: Path, monkeypatch, caplog) -> No
     with pytest.raises(DiskFull) as err:
         training.save_source(model.state_dict(), result.to_dict(), training.stored_source_path(cfg))
     assert str(err.value) == line
+
+
+# ------------------------------------------------------------------------------ the URL boundary
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the library
+
+CLIP = {"source_family": "clip-cnn", "backbone": "tiny-vit"}
+
+
+def _no_reader(fifo: Path) -> bool:
+    """True when nobody has ``fifo`` open for reading (opening its write end would then fail)."""
+    import errno
+    import os
+
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.errno == errno.ENXIO
+    os.close(fd)
+    return False
+
+
+def _in_thread(fn, timeout: float = 60.0):
+    """``fn()`` in a thread; fails (instead of hanging) if it blocks, e.g. on opening a FIFO."""
+    import threading
+
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked: something opened the FIFO"
+    return out[0]
+
+
+@pytest.fixture
+def server_files(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO (opening it for reading blocks) and a canary checkpoint file, by absolute path."""
+    import os
+
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    canary = tmp_path / "canary.pt"
+    canary.write_bytes(b"not read")
+    return {"fifo": fifo, "canary": canary}
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        "../../../../etc/passwd",
+        "/proc/self/environ",
+        "FIFO",
+        "CANARY",
+        "~/x.pt",
+        "./x.pt",
+        "a/b.pt",
+    ],
+)
+def test_url_weights_never_name_a_server_file(weights: str, server_files) -> None:
+    from dashboard import state
+
+    weights = {"FIFO": str(server_files["fifo"]), "CANARY": str(server_files["canary"])}.get(
+        weights, weights
+    )
+    cfg, warnings = _in_thread(lambda: state.parse_config({**CLIP, "weights": weights}))
+    assert cfg.weights == "random" and cfg.backbone == "tiny-vit"
+    assert len(warnings) == 1 and "must not be a file path" in warnings[0]
+    assert _no_reader(server_files["fifo"])
+    # The Compare page's variants go through the same check.
+    over, w = state.parse_overrides("c2", f"weights:{weights}", cfg, ["weights"])
+    assert over == {} and "must not be a file path" in w[0]
+    # So do the sidebar and Compare's typed-in values.
+    problem = state.server_problem(cfg.replace(weights=weights))
+    assert problem and "must not be a file path" in problem
+
+
+def test_url_backbone_is_checked_against_the_registry() -> None:
+    from dashboard import state
+
+    for bad in ("no-such-model", "hf-hub:evil/model", "local-dir:/etc"):
+        cfg, warnings = state.parse_config({**CLIP, "backbone": bad})
+        assert cfg.backbone == state.DEFAULT.backbone
+        assert any("backbone" in w and "unknown backbone" in w for w in warnings), warnings
+    cfg, warnings = state.parse_config(CLIP)
+    assert cfg.backbone == "tiny-vit" and warnings == []
+
+
+def test_url_may_name_a_checkpoint_of_the_weights_folder(tmp_path: Path, monkeypatch) -> None:
+    from dashboard import state
+    from reprog_core.source_model.clip_backbone import load_backbone, save_checkpoint
+
+    folder = tmp_path / "weights"
+    save_checkpoint(load_backbone("tiny-vit", "random", "cpu", seed=3), folder / "mine.pt")
+    (folder / ".hidden.pt").write_bytes(b"x")
+    # Unset: a name is refused like any other unknown value.
+    monkeypatch.delenv("REPROG_WEIGHTS_DIR", raising=False)
+    cfg, warnings = state.parse_config({**CLIP, "weights": "mine.pt"})
+    assert cfg.weights == "random" and "REPROG\\_WEIGHTS\\_DIR" in warnings[0]
+    monkeypatch.setenv("REPROG_WEIGHTS_DIR", str(folder))
+    cfg, warnings = state.parse_config({**CLIP, "weights": "mine.pt"})
+    assert cfg.weights == "mine.pt" and warnings == []
+    for bad in (".hidden.pt", "../weights/mine.pt", str(folder / "mine.pt")):
+        cfg, warnings = state.parse_config({**CLIP, "weights": bad})
+        assert cfg.weights == "random", bad
+        # The message (past the echo of the URL's own text) never shows where the folder is.
+        assert str(folder) not in warnings[0].split("is not valid", 1)[1]
+    bb = load_backbone("tiny-vit", "mine.pt", "cpu")
+    assert bb.weights_label == "mine.pt" and bb.weights_kind == "file"
+
+
+def test_url_with_a_server_path_on_the_page(server_files) -> None:
+    """The whole app: a pasted URL with weights=<FIFO path> warns, runs with 'random', and the
+    server never opens the FIFO."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.query_params.update({**CLIP, "weights": str(server_files["fifo"])})
+    at.switch_page("views/learn.py")  # a page that starts no computation
+    _in_thread(at.run, 150)
+    assert not at.exception
+    assert any("must not be a file path" in w.value for w in at.warning)
+    assert at.session_state["_cfg"]["weights"] == "random"
+    assert _no_reader(server_files["fifo"])
+
+
+# ------------------------------------------------------------------------------ page text
+def _split_code_spans(md: str) -> tuple[str, list[str]]:
+    """CommonMark's code-span rule: (the text outside code spans, the spans' contents)."""
+    outside, spans, i = [], [], 0
+    while i < len(md):
+        if md[i] == "\\" and i + 1 < len(md):
+            outside.append(md[i : i + 2])
+            i += 2
+            continue
+        if md[i] != "`":
+            outside.append(md[i])
+            i += 1
+            continue
+        j = i
+        while j < len(md) and md[j] == "`":
+            j += 1
+        k, close = j, None
+        while k < len(md):
+            if md[k] != "`":
+                k += 1
+                continue
+            m = k
+            while m < len(md) and md[m] == "`":
+                m += 1
+            if m - k == j - i:
+                close = (k, m)
+                break
+            k = m
+        if close is None:
+            outside.append(md[i:j])
+            i = j
+            continue
+        content = md[j : close[0]]
+        if content.startswith(" ") and content.endswith(" ") and content.strip():
+            content = content[1:-1]
+        spans.append(content)
+        i = close[1]
+    return "".join(outside), spans
+
+
+INJECT = "x` **MDINJ** `y"
+
+
+def test_url_text_cannot_break_out_of_code_spans() -> None:
+    from dashboard import state
+
+    msgs = []
+    _, w = state.parse_config({"depth": INJECT, f"k{INJECT}": "1"})
+    msgs += w
+    msgs += state.parse_choices("transforms", INJECT, ["vp", "fc"], ["vp"])[1]
+    msgs += state.parse_int_list("depths", INJECT, 1, 6, [1])[1]
+    msgs += state.parse_number("alpha", INJECT, 0, 3, 1.0)[1]
+    msgs += state.parse_choice("stat", INJECT, ["a"], "a")[1]
+    msgs += state.parse_overrides("c2", f"depth:{INJECT},{INJECT}", state.DEFAULT, ["depth"])[1]
+    msgs += state.parse_config({"lr": "**bold** [link](http://x)"})[1]
+    assert len(msgs) >= 8
+    for msg in msgs:
+        outside, spans = _split_code_spans(msg)
+        # User text outside a code span is there only backslash-escaped: it renders literally.
+        for raw in ("**MDINJ**", "**bold**", "[link]("):
+            assert raw not in outside, msg
+    # Each piece of user text is shown whole, inside one code span.
+    all_spans = [s for msg in msgs for s in _split_code_spans(msg)[1]]
+    assert sum(INJECT in s for s in all_spans) >= 7 and any(
+        "**bold** [link]" in s for s in all_spans
+    )
+    assert state.md_code(INJECT) == "``x` **MDINJ** `y``"
+    assert _split_code_spans(state.md_code("`a``"))[1] == ["`a``"]
+    assert _split_code_spans(state.md_code("a\n\n# h"))[1] == ["a  # h"]
+
+
+def test_error_text_on_a_page_has_no_server_path_or_pid() -> None:
+    from dashboard import state
+
+    raw = (
+        "checkpoint file not found: /work/main/.cache/x.pt (from --weights '../../etc/passwd'); "
+        "the worker process (48213) died (killed); pid 77 at C:\\srv\\w.pt or ~/w.pt; see "
+        "https://huggingface.co/x, 1/2 of N; **b**"
+    )
+    out = state.public_message(raw)
+    for leak in ("/work", "etc/passwd", "48213", "77", "srv", "~/w"):
+        assert leak not in out, leak
+    assert "https\\://huggingface.co/x" in out and "1/2" in out and "\\*\\*b\\*\\*" in out
+    assert "\n" not in state.public_message("a\nb")
+
+
+def test_job_error_on_the_page_is_sanitised() -> None:
+    """A real failure whose message names a server folder (a data set with no local copy)."""
+    import os
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from reprog_core.runtime import data_root
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.query_params.update({"source_data": "cifar10", "source_epochs": "1"})
+    deadline = time.monotonic() + 120
+    at.run()
+    while not at.error and time.monotonic() < deadline:  # the browser's polling, by hand
+        time.sleep(0.5)
+        at.run()
+    errors = " ".join(e.value for e in at.error)
+    assert "could not be computed" in errors and "cifar10" in errors
+    assert str(data_root()) not in errors and os.sep + "tmp" not in errors
+    assert "server path" in errors
+
+
+# ------------------------------------------------------------------------------ bounded input
+def test_url_ranges_are_bounded_before_they_are_built() -> None:
+    import time
+    import tracemalloc
+
+    from dashboard import state
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    values, warnings = state.parse_int_list("depths", "1-5000000", 1, 6, [1, 2])
+    values2, _ = state.parse_int_list("widths", "1-5000000,3-2000000", 1, 1024, [16])
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert values == [1, 2, 3, 4, 5, 6] and "outside 1 to 6" in warnings[0]
+    assert values2 == list(range(1, 1025))
+    assert peak < 2_000_000 and seconds < 0.5, (peak, seconds)
+    huge, _ = state.parse_int_list("depths", "1-300000000000", 1, 6, [1])
+    assert huge == [1, 2, 3, 4, 5, 6]
+
+
+def test_compare_clamps_over_limit_values_with_a_warning() -> None:
+    from dashboard import state
+
+    limits = state.ranges({"max_n_kernel": 2048, "max_steps": 5000})
+    over, warnings = state.parse_overrides(
+        "c2",
+        "n_kernel:100000,steps:99999,depth:9,transform:fc",
+        state.DEFAULT,
+        ["n_kernel", "steps", "depth", "transform"],
+        limits,
+    )
+    assert over == {"n_kernel": 2048, "steps": 5000, "depth": 6, "transform": "fc"}
+    text = " ".join(warnings)
+    assert "n_kernel:100000" in text and "server limit 2048" in text
+    assert "steps:99999" in text and "server limit 5000" in text
+    over, warnings = state.parse_overrides("c2", "n_kernel:1", state.DEFAULT, ["n_kernel"], limits)
+    assert over == {} and "not valid" in warnings[0]  # below the minimum: dropped, as before
+
+
+# ------------------------------------------------------------------------------ CLI boundary
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from reprog_core.cli import main
+
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lr", ["inf", "-inf", "nan", "-0.5"])
+def test_cli_rejects_bad_learning_rates(lr: str, capsys) -> None:
+    rc, err = _cli(["fit", f"--lr={lr}", "--steps", "1"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "lr must be a finite number > 0" in err
+
+
+def test_config_keeps_lr_zero_as_the_default_sentinel() -> None:
+    from reprog_core.config import ConfigError, ExperimentConfig
+
+    assert ExperimentConfig(lr=0.0).effective_lr > 0
+    assert ExperimentConfig(lr=0.1).effective_lr == 0.1
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ConfigError):
+            ExperimentConfig(lr=bad)
+
+
+@pytest.mark.parametrize(
+    "flags, what",
+    [
+        (["--backbone", "no-such-model"], "--backbone: unknown backbone"),
+        (["--backbone", "tiny-vit", "--weights", "no-such-tag"], "--weights: unknown weights"),
+        (["--backbone", "tiny-vit", "--weights", "/no/such/file.pt"], "--weights: checkpoint"),
+    ],
+)
+def test_cli_bad_backbone_or_weights_exit_2(flags: list[str], what: str, capsys) -> None:
+    rc, err = _cli(["train-source", "--source-family", "clip-cnn", *flags], capsys)
+    assert rc == 2 and what in err and err.count("\n") == 1
+
+
+def test_cli_may_load_a_local_checkpoint_by_path(tmp_path: Path) -> None:
+    from reprog_core.cli import build_parser, config_from_args
+    from reprog_core.source_model.clip_backbone import load_backbone, save_checkpoint
+
+    path = save_checkpoint(load_backbone("tiny-vit", "random", "cpu"), tmp_path / "local.pt")
+    args = build_parser().parse_args(
+        ["fit", "--source-family", "clip-cnn", "--backbone", "tiny-vit", "--weights", str(path)]
+    )
+    assert config_from_args(args).weights == str(path)
+
+
+def test_sweep_out_unwritable_fails_before_computing(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc, err = _cli(
+        ["sweep", "--depths", "1", "--transforms", "vp", "--out", str(blocker / "sub")], capsys
+    )
+    assert rc == 2 and err.count("\n") == 1
+    assert "--out" in err and "cannot write" in err
+    assert "[1/1]" not in err  # no point was computed
