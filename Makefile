@@ -9,15 +9,25 @@ STAMP   := $(VENV)/.setup-$(shell cat requirements.txt requirements-dev.txt pypr
 
 setup: $(STAMP)
 
+# Every step says what it does, and pip shows its progress: a first setup downloads and unpacks
+# about 2 GB (torch among them), which takes minutes.
+PIP     := $(BIN)/python -m pip install --progress-bar on --disable-pip-version-check
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@echo "==> [1/5] virtual environment in $(VENV)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@echo "==> [2/5] upgrading pip"
+	$(PIP) --upgrade pip
+	@echo "==> [3/5] installing the pinned packages (requirements-dev.txt; torch is large: a first setup takes several minutes)"
+	$(PIP) -r requirements-dev.txt
 	@# animal-mnist's metadata requires tensorflow, which it never needs for the bundled arrays.
-	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@echo "==> [4/5] installing animal-mnist (its bundled arrays only, without tensorflow)"
+	$(PIP) --no-deps animal-mnist==0.4
+	@echo "==> [5/5] installing this project (editable)"
+	$(PIP) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.setup-*
 	@touch $@
+	@echo "==> setup done"
 
 # Debian's Chromium for the end-to-end browser test (Playwright's own browser download cannot
 # work offline). Installed only when we are root and it is missing; otherwise that test skips.
@@ -29,7 +39,11 @@ browser:
 	else echo "not root: chromium not installed; the browser test will be skipped"; fi
 
 app: setup
-	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT)
+	@echo ""
+	@echo "==> Serving the dashboard at http://127.0.0.1:$(PORT)  (open it in a browser; Ctrl-C to stop)"
+	@echo ""
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
 
 test: setup browser
 	$(BIN)/python -m pytest

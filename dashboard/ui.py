@@ -16,7 +16,6 @@ State model (one browser tab = one Streamlit session):
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +36,8 @@ URL_WARNINGS = "_url_warnings"
 JOBS = "_jobs"
 JOB_PAGE = "_job_page"  # key -> the page that asked for it (see ``drop_stale``)
 RESULTS = "_results"
-POLL_S = float(os.environ.get("REPROG_DASHBOARD_POLL_S", "0.5"))  # status refresh, seconds
-# How long one script run waits for running requests before it reruns the page; 0 draws the
-# status once and returns (AppTest, where the test reruns). See ``watch``.
-WAIT_S = float(os.environ.get("REPROG_DASHBOARD_WAIT_S", "15"))
+# How often the progress of running requests is redrawn, in seconds (a fragment; see ``watch``).
+POLL_S = float(os.environ.get("REPROG_DASHBOARD_POLL_S", "1.0"))
 MAX_MEMO = 32  # results kept per session; each explore result is a few hundred kB
 
 FAMILY_NAMES = {
@@ -374,7 +371,11 @@ def fetch(req: Request, start: bool = True, also: Sequence[str] = ()) -> dict[st
         except (BackendError, ConfigError, ValueError) as exc:
             jobs[key] = (req.label, None, str(exc))
             return None
-    label, handle, _ = jobs[key]
+    label, handle, error = jobs[key]
+    if label != req.label:  # asked for on another page first: this page's name for it
+        label = req.label
+        jobs[key] = (label, handle, error)
+        st.session_state.setdefault(JOB_PAGE, {})[key] = st.session_state.get(PAGE)
     if handle is not None and handle.status().state == "done":
         try:
             res = handle.result(0)
@@ -387,9 +388,15 @@ def fetch(req: Request, start: bool = True, also: Sequence[str] = ()) -> dict[st
 
 
 def pending(keys: Iterable[str]) -> list[str]:
-    """Keys of this session's requests that are submitted and not yet collected."""
+    """Keys of this session's requests that are still on their way: queued, running, or done and
+    not yet collected. A failed or cancelled request is not pending (``watch`` shows it)."""
     jobs = _jobs()
-    return [k for k in keys if k in jobs]
+    out = []
+    for key in keys:
+        handle = jobs[key][1] if key in jobs else None
+        if handle is not None and handle.status().state not in ("failed", "cancelled"):
+            out.append(key)
+    return out
 
 
 def drop_stale(keys: Iterable[str]) -> None:
@@ -424,11 +431,12 @@ def watch(keys: Sequence[str]) -> None:
     """Progress of this session's requests among ``keys``: stage, progress bar, queue position
     and a Cancel button; failures with their message and a Try again button.
 
-    While requests run, this polls their status and redraws the bars in place, for at most
-    ``WAIT_S`` seconds, then reruns the page (which draws any finished result and polls again).
-    Only this session's script thread waits: the backend computes in its own workers, and a
-    click anywhere (Cancel, a new setting) interrupts the wait at once. With ``WAIT_S = 0`` (the
-    AppTest suite) it draws the status once and returns; the caller reruns.
+    The bars of running requests live in a fragment (``_live_progress``) that Streamlit reruns on
+    its own every ``POLL_S`` seconds, so the page's script run ends at once: nothing from an
+    earlier run (a bar of a request that has since finished, a button) stays on screen while the
+    requests run, and a click is handled at once. When a request ends, the fragment reruns the
+    whole page, which draws the result (``fetch`` collects it) or the failure. The backend
+    computes in its own workers; no script thread waits for it.
     """
     jobs = _jobs()
     failed: list[tuple[str, str, str]] = []
@@ -464,50 +472,45 @@ def watch(keys: Sequence[str]) -> None:
             "Start again", key=f"retry.{cancelled[0]}", on_click=_retry_all, args=(cancelled,)
         )
     if live:
-        _poll(live)
+        _live_progress(tuple(live))
 
 
-def _poll(keys: list[str]) -> None:
+LIVE_STATES = ("queued", "running")
+
+
+@st.fragment(run_every=POLL_S)
+def _live_progress(keys: tuple[str, ...]) -> None:
+    """The progress bars of running requests, redrawn every ``POLL_S`` seconds (a fragment)."""
     jobs = _jobs()
+    statuses = [
+        (jobs[k][0], jobs[k][1], jobs[k][1].status())
+        for k in keys
+        if k in jobs and jobs[k][1] is not None
+    ]
+    if len(statuses) < len(keys) or any(s.state not in LIVE_STATES for *_, s in statuses):
+        st.rerun(scope="app")  # one is done, failed or cancelled: the page draws it
     # A sweep queues many requests: one summary bar then, not a wall of them.
-    compact = len(keys) > 3
-    slots = []
-    for key in [keys[0]] if compact else keys:
+    if len(keys) > 3:
         bar, btn = st.columns([6, 1], vertical_alignment="bottom")
-        slots.append(bar.empty())
-        if compact:
-            btn.button(
-                "Cancel all", key="cancel.all", on_click=_cancel_all, args=(keys,), width="stretch"
-            )
-        else:
-            btn.button(
-                "Cancel", key=f"cancel.{key}", on_click=_cancel, args=(key,), width="stretch"
-            )
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        statuses = [(jobs[k][0], jobs[k][1], jobs[k][1].status()) for k in keys]
-        if any(s.state not in ("queued", "running") for *_, s in statuses):
-            st.rerun()  # one is done (or failed): draw it
-        if compact:
-            running = [(lab, s) for lab, _, s in statuses if s.state == "running"]
-            now = (
-                ", ".join(f"{lab} ({s.stage or 'running'}, {s.progress:.0%})" for lab, s in running)
-                or "none yet"
-            )
-            total = sum(s.progress for *_, s in statuses) / len(statuses)
-            slots[0].progress(
-                min(max(total, 0.0), 1.0),
-                text=f"**{len(statuses)} requests to go**: {len(statuses) - len(running)} "
-                f"waiting in the shared queue; running now: {now}",
-            )
-        else:
-            for slot, (label, handle, s) in zip(slots, statuses):
-                slot.progress(min(max(s.progress, 0.0), 1.0), text=_status_text(label, handle, s))
-        if time.monotonic() >= deadline:
-            if WAIT_S > 0:
-                st.rerun()
-            return
-        time.sleep(POLL_S)
+        running = [(lab, s) for lab, _, s in statuses if s.state == "running"]
+        now = (
+            ", ".join(f"{lab} ({s.stage or 'running'}, {s.progress:.0%})" for lab, s in running)
+            or "none yet"
+        )
+        total = sum(s.progress for *_, s in statuses) / len(statuses)
+        bar.progress(
+            min(max(total, 0.0), 1.0),
+            text=f"**{len(statuses)} requests to go**: {len(statuses) - len(running)} "
+            f"waiting in the shared queue; running now: {now}",
+        )
+        btn.button(
+            "Cancel all", key="cancel.all", on_click=_cancel_all, args=(keys,), width="stretch"
+        )
+        return
+    for key, (label, handle, s) in zip(keys, statuses):
+        bar, btn = st.columns([6, 1], vertical_alignment="bottom")
+        bar.progress(min(max(s.progress, 0.0), 1.0), text=_status_text(label, handle, s))
+        btn.button("Cancel", key=f"cancel.{key}", on_click=_cancel, args=(key,), width="stretch")
 
 
 def _status_text(label: str, handle: Handle, s: Any) -> str:

@@ -38,16 +38,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def dashboard_env() -> Iterator[None]:
-    """Pages draw a request's status once and return (the test reruns), instead of waiting in the
-    script; the backend is closed at the end so no computation outlives the tests."""
-    saved = {k: os.environ.get(k) for k in ("REPROG_DASHBOARD_WAIT_S", "REPROG_ORPHAN_POLICY")}
-    os.environ["REPROG_DASHBOARD_WAIT_S"] = "0"
-    from dashboard import ui
-
-    old_wait = ui.WAIT_S
-    ui.WAIT_S = 0.0
+    """A page draws a request's status once per run (the test reruns, as the browser's polling
+    fragment would); the backend is closed at the end so no computation outlives the tests."""
+    saved = {k: os.environ.get(k) for k in ("REPROG_ORPHAN_POLICY",)}
     yield
-    ui.WAIT_S = old_wait
     from reprog_core.backend import default_backend
 
     default_backend().close()
@@ -365,3 +359,81 @@ def test_depth_sweep_opens_a_saved_sweep_folder(tmp_path, monkeypatch):
     at2.run()
     assert not at2.exception
     assert any("names no saved sweep" in w.value for w in at2.warning)
+
+
+# --------------------------------------------------------------------------- progress and failures
+def _infos(at: AppTest) -> str:
+    return " | ".join(i.value for i in at.info)
+
+
+def test_a_failed_request_shows_its_error_without_the_computing_box() -> None:
+    # A source data set with no local copy: the job starts, then fails in the worker.
+    at = new_app({**FAST, "source_data": "cifar10", "seed": "11"})
+    at.run()
+    assert not at.exception
+    assert "Computing" in _infos(at)  # queued or running: the blue box says so
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while not at.error:
+        assert time.monotonic() < deadline, "the request never failed"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception
+    assert "could not be computed" in at.error[0].value and "cifar10" in at.error[0].value
+    assert "Computing" not in _infos(at), "the blue 'Computing' box stays above the red error"
+    assert not at.get("progress")
+    assert [b.label for b in at.button if b.label.startswith("Try again")]
+
+
+def test_running_requests_do_not_hold_the_page_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While requests run, the page's script run ends at once and only a polling fragment stays:
+    an earlier run's progress bar can never linger (frozen) beside the live ones, as it did on
+    Compare while the script waited in a loop (a run that never ends keeps its stale elements)."""
+    from dashboard import ui
+
+    monkeypatch.setattr(ui, "WAIT_S", 15.0, raising=False)  # the old in-script wait, if any
+    slow = {**FAST, "source_epochs": "8", "source_per_class": "200", "seed": "23"}
+    at = new_app(slow)
+    at.run()
+    at.switch_page("views/compare.py")
+    start = time.monotonic()
+    at.run(timeout=60)
+    took = time.monotonic() - start
+    assert not at.exception
+    try:
+        assert took < 10, f"the Compare run took {took:.1f} s while its requests were running"
+        bars = at.get("progress")
+        assert len(bars) == 2, [b.proto.text for b in bars]  # one per running configuration
+        assert all("Configuration" in str(b.proto) for b in bars), [str(b.proto) for b in bars]
+    finally:
+        for b in [b for b in at.button if b.label == "Cancel"]:
+            b.click()
+        at.run(timeout=60)
+    assert "cancelled" in _infos(at)
+    assert not at.get("progress")
+
+
+def test_depth_sweep_click_counts_when_the_missing_count_changed() -> None:
+    """The 'Compute the N missing points' click is not lost when another session stored one of
+    the points between drawing the button and the click (its label, N, changed meanwhile)."""
+    from reprog_core.backend import default_backend
+    from reprog_core.config import ExperimentConfig
+
+    at = new_app(FAST)
+    at.run()
+    at.switch_page("views/depth_sweep.py")
+    at.session_state["_visited.depth-sweep"] = False
+    at.query_params.update({"transforms": "vp", "depths": "5,6", "stat": "lambda_min"})
+    at.run()
+    assert not at.exception
+    button = [b for b in at.button if b.label.startswith("Compute the")]
+    assert button and button[0].label == "Compute the 2 missing points"
+    # Another session (or a CLI sweep) computes depth 5 meanwhile.
+    point = ExperimentConfig.from_dict(dict(FAST)).replace(depth=5, transform="vp")
+    default_backend().run("sweep-point", point, timeout=RESULT_TIMEOUT_S)
+    button[0].click()
+    at.run()
+    assert not at.exception
+    assert not [b for b in at.button if b.label.startswith("Compute the")], "the click was lost"
+    at = run_until(
+        at, lambda a: any("2 of 2 points ready" in m.value for m in a.markdown), "depth 6"
+    )

@@ -215,7 +215,7 @@ for _, c in valid:
     if c.weights_label == "random":
         break
 results = [ui.fetch(r, also=("sweep-point",)) for r in reqs]
-progress_area = st.container()  # filled last: ``watch`` waits there while the rest is drawn
+progress_area = st.container()  # filled last (``watch``), above the results
 ready = [(lab, r) for lab, r in zip(labels, results) if r is not None]
 if not ready:
     with progress_area:

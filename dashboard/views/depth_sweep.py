@@ -104,11 +104,16 @@ results = [ui.fetch(r, start=r.key in asked, also=("explore",)) for r in reqs]
 missing = [r for r, res in zip(reqs, results) if res is None and r.key not in asked]
 n_ready = sum(res is not None for res in results)
 
+
+def _ask(keys: list[str]) -> None:
+    """The button's callback: runs before the page, with the points the user saw as missing."""
+    st.session_state.setdefault("sw.asked", set()).update(keys)
+
+
 status = st.container()
 with status:
     st.markdown(f"**{n_ready} of {len(reqs)} points ready.**")
-    # Always written (emptied when there is nothing to offer): while ``watch`` waits, Streamlit
-    # would otherwise keep the last run's button on screen, greyed out.
+    # Always written (emptied when there is nothing to offer), so no earlier run's button stays.
     offer = st.empty()
     if missing:
         with offer.container():
@@ -116,9 +121,15 @@ with status:
                 f"{len(missing)} points are not in the cache. Each trains a source model "
                 "(shared between transformations of the same depth) and runs one fit."
             )
-            if st.button(f"Compute the {len(missing)} missing points", type="primary"):
-                asked.update(r.key for r in missing)
-                st.rerun()
+            # A fixed key and a callback: the click counts even when the number of missing
+            # points (the label) changed meanwhile, e.g. because another session computed one.
+            st.button(
+                f"Compute the {len(missing)} missing points",
+                type="primary",
+                key="sw.compute",
+                on_click=_ask,
+                args=([r.key for r in missing],),
+            )
     else:
         offer.empty()
 
@@ -160,4 +171,4 @@ with d4:
         "Scatter figure (HTML)", figs["scatter"], "depth-sweep-scatter.html", "sw.dl.s"
     )
 with status:
-    ui.watch(keys)  # last: it waits for running points while the page above stays drawn
+    ui.watch(keys)  # last: the progress of running points, below the figures
