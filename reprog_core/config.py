@@ -8,12 +8,15 @@ never retrains the source.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 # Bump when a change alters numbers produced for an unchanged config (invalidates cached results).
@@ -137,8 +140,24 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self._validate()
 
+    @classmethod
+    def for_lookup(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """A config for a result-store lookup only: validated like the constructor, except that
+        data-set names are not checked against the registry (which imports torch). A config
+        naming an unknown data set never has a stored result, so its lookup just misses; the
+        request then builds the config properly and reports the error. Raises ``ConfigError``."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        cfg = object.__new__(cls)
+        for name, f in known.items():
+            object.__setattr__(cfg, name, values.get(name, f.default))
+        cfg._validate(check_data=False)
+        return cfg
+
     # ------------------------------------------------------------------ validation
-    def _validate(self) -> None:
+    def _validate(self, check_data: bool = True) -> None:
         _check_choice("source_family", self.source_family, SourceFamily)
         _check_choice("transform", self.transform, TransformKind)
         _check_choice("mapping", self.mapping, MappingKind)
@@ -169,13 +188,17 @@ class ExperimentConfig:
                     f"so target_size ({self.target_size}) must be smaller than source_size "
                     f"({self.source_size})"
                 )
-        from reprog_core import data  # local import: data imports nothing from here at import
-
-        known = data.list_datasets()
         for name in ("source_data", "target"):
-            value = getattr(self, name)
-            if value not in known:
-                raise ConfigError(f"{name}: unknown data set {value!r}; choose one of {known}")
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a data set name")
+        if check_data:
+            from reprog_core import data  # local import: data imports nothing from here at import
+
+            known = data.list_datasets()
+            for name in ("source_data", "target"):
+                value = getattr(self, name)
+                if value not in known:
+                    raise ConfigError(f"{name}: unknown data set {value!r}; choose one of {known}")
         if not self.backbone or not isinstance(self.backbone, str):
             raise ConfigError("backbone must be an open_clip model name")
         if not isinstance(self.weights, str) or not self.weights:
@@ -239,11 +262,29 @@ class ExperimentConfig:
         return _stable_hash(payload, kind)
 
 
-def _stable_hash(payload: dict[str, Any], kind: str) -> str:
+def _data_version() -> str:
+    """``reprog_core.data.DATA_VERSION``, without importing the data package (and so torch) when
+    it is not loaded yet: the constant is read from its one definition in ``data/base.py``."""
+    loaded = sys.modules.get("reprog_core.data")
+    if loaded is not None:
+        return loaded.DATA_VERSION
+    try:
+        tree = ast.parse((Path(__file__).parent / "data" / "base.py").read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == [
+                "DATA_VERSION"
+            ]:
+                return str(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
     from reprog_core import data
 
+    return data.DATA_VERSION
+
+
+def _stable_hash(payload: dict[str, Any], kind: str) -> str:
     blob = json.dumps(
-        {"kind": kind, "code": CODE_VERSION, "data": data.DATA_VERSION, "p": payload},
+        {"kind": kind, "code": CODE_VERSION, "data": _data_version(), "p": payload},
         sort_keys=True,
         default=str,
     )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+# torch and numpy are imported where they are used: ``cache_dir`` serves the CLI's cached answers,
+# which must not pay for importing torch.
+if TYPE_CHECKING:
+    import torch
 
 CACHE_ENV = "REPROG_CACHE_DIR"
 DATA_ROOT_ENV = "REPROG_DATA_ROOT"
@@ -38,6 +41,8 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
 
 def resolve_device(requested: str | None = None) -> torch.device:
     """``requested`` ('cpu', 'cuda', 'cuda:1', or None/'auto'): CUDA when available, else CPU."""
+    import torch
+
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(requested)
@@ -48,6 +53,9 @@ def resolve_device(requested: str | None = None) -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; returns a CPU generator seeded with ``seed``."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -102,6 +110,8 @@ def pin_threads(n: int | None = None, *, workers: int = 1) -> int:
     threads, two threads could be many times slower than one on shared cores. The wait policy
     (``OMP_WAIT_POLICY=PASSIVE``) is set by importing ``reprog_core`` before torch.
     """
+    import torch
+
     n = n or default_threads(workers)
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {n}")
