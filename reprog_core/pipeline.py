@@ -137,9 +137,9 @@ def _target_kernel(
     # The kernel is taken at the mapping the fit starts from.
     x_map, y_map = training_set(cfg, td)
     init_mapping(cfg, model, x_map.to(device), y_map.to(device))
-    # Float64 on the CPU costs about the same as float32 there and keeps small eigenvalues (and so
-    # the numerical rank and lambda_min) honest; on a GPU float32 is what makes it fast.
-    dtype = torch.float64 if device.type == "cpu" else None
+    # A float64 Gram keeps small eigenvalues (rank, lambda_min) honest; the input gradients run in
+    # the model's float32 unless the precision check says that could change them (ntk/target.py).
+    dtype = torch.float64
     res = ntk.target_kernel_result(
         cfg, model, x, y, method=method, keep_gram=keep_gram, dtype=dtype
     )
