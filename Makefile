@@ -56,6 +56,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python bench/ntk_paths.py
+	$(BIN)/python bench/explore.py
 
 clean-cache:
 	rm -rf .cache
