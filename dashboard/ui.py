@@ -16,12 +16,15 @@ State model (one browser tab = one Streamlit session):
 from __future__ import annotations
 
 import os
+import threading
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
 
 from dashboard import state
@@ -38,7 +41,11 @@ JOB_PAGE = "_job_page"  # key -> the page that asked for it (see ``drop_stale``)
 RESULTS = "_results"
 # How often the progress of running requests is redrawn, in seconds (a fragment; see ``watch``).
 POLL_S = float(os.environ.get("REPROG_DASHBOARD_POLL_S", "1.0"))
-MAX_MEMO = 32  # results kept per session; each explore result is a few hundred kB
+# Parsed results kept in memory, for all sessions together (each explore result is about
+# 0.6 MB of JSON, 1.3 MB as Python objects). A session keeps only keys: what a session holds
+# must stay small, since a closed tab is kept for a while (Streamlit's disconnected-session
+# TTL) and open tabs add up (bench/load_sessions.py measures it).
+MAX_SHARED_RESULTS = int(os.environ.get("REPROG_DASHBOARD_RESULTS", "16"))
 
 FAMILY_NAMES = {
     "cnn": "pixel CNN (cnn)",
@@ -182,7 +189,7 @@ def _backbones() -> list[str]:
     return list_backbones()
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _weight_tags(name: str) -> list[str]:
     from reprog_core.source_model.clip_backbone import list_named_checkpoints, list_weight_tags
 
@@ -319,7 +326,43 @@ class Request:
         return backend().key(self.kind, self.cfg, self.params)
 
 
-def _memo() -> OrderedDict[str, dict[str, Any]]:
+class _SharedResults:
+    """A process-wide LRU of parsed results, key -> result dict, at most ``size`` of them.
+
+    Shared by every session (the results are read only: pages draw from them), so memory does
+    not grow with the number of sessions, only with the number of distinct results looked at
+    recently. Thread-safe: each session runs its script in its own thread.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            res = self._items.get(key)
+            if res is not None:
+                self._items.move_to_end(key)
+            return res
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = result
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+SHARED_RESULTS = _SharedResults(MAX_SHARED_RESULTS)
+
+
+def _memo() -> OrderedDict[str, str]:
+    """This session's results: key -> how it was obtained ('hit', 'computed', ...); the results
+    themselves live in ``SHARED_RESULTS`` and the backend's store."""
     return st.session_state.setdefault(RESULTS, OrderedDict())
 
 
@@ -330,23 +373,28 @@ def _jobs() -> dict[str, tuple[str, Handle | None, str]]:
 
 def _remember(key: str, result: dict[str, Any]) -> dict[str, Any]:
     memo = _memo()
-    memo[key] = result
+    memo[key] = str(result.get("cache"))
     memo.move_to_end(key)
-    while len(memo) > MAX_MEMO:
+    while len(memo) > 64:  # keys only: a few bytes each
         memo.popitem(last=False)
+    SHARED_RESULTS.put(key, result)
     return result
 
 
 def cached(req: Request, also: Sequence[str] = ()) -> dict[str, Any] | None:
     """The stored result of ``req`` (also looked up under the task kinds ``also``), or None."""
     key = req.key
-    if key in _memo():
-        return _memo()[key]
+    shared = SHARED_RESULTS.get(key)
+    if shared is not None:
+        # How this session got it (computed, joined) if it did; otherwise a cache hit.
+        return {**shared, "cache": _memo().get(key, "hit")}
     be = backend()
     for kind in (req.kind, *also):
         res = be.get(kind, req.cfg, req.params)
         if res is not None:
-            return _remember(key, res)
+            how = _memo().get(key)
+            _remember(key, res)
+            return res if how is None else {**res, "cache": how}
     return None
 
 
@@ -543,11 +591,31 @@ def plot(fig: go.Figure, key: str) -> None:
     )
 
 
+def _detached(make: Callable[[], str]) -> Callable[[], str]:
+    """``make`` with globals that hold only the names its code uses.
+
+    A page's ``lambda: downloads.result_json(result)`` is defined at the page's top level, so its
+    globals are the whole page namespace: every figure and result of that run. Streamlit keeps a
+    deferred download's callable for as long as the session lives (a closed tab for a while
+    too), so the callable must not pin all of that.
+    """
+    code = getattr(make, "__code__", None)
+    if code is None or not isinstance(getattr(make, "__globals__", None), dict):
+        return make
+    g = make.__globals__
+    slim = {n: g[n] for n in code.co_names if n in g}
+    slim["__builtins__"] = g.get("__builtins__", __builtins__)
+    return types.FunctionType(code, slim, make.__name__, make.__defaults__, make.__closure__)
+
+
 def download(label: str, make: Callable[[], str], file_name: str, mime: str, key: str) -> None:
-    """A download button whose file is built only when clicked (figures inline plotly.js, ~5 MB)."""
+    """A download button whose file is built only when clicked (figures inline plotly.js, ~5 MB).
+
+    ``make`` may use anything the page has; only the names it uses are kept (``_detached``).
+    """
     st.download_button(
         label,
-        data=make,
+        data=_detached(make),
         file_name=file_name,
         mime=mime,
         key=key,
@@ -557,7 +625,16 @@ def download(label: str, make: Callable[[], str], file_name: str, mime: str, key
 
 
 def figure_download(label: str, fig: go.Figure, file_name: str, key: str) -> None:
-    download(label, lambda: figures.to_standalone_html(fig), file_name, "text/html", key)
+    """A figure as a standalone HTML download. The figure is kept as its JSON (tens of kB), not
+    as the figure object, until the session ends."""
+    spec = fig.to_json()
+    download(
+        label,
+        lambda: figures.to_standalone_html(pio.from_json(spec, skip_invalid=True)),
+        file_name,
+        "text/html",
+        key,
+    )
 
 
 def random_weights_banner(weights: str | None) -> None:

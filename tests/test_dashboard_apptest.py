@@ -437,3 +437,44 @@ def test_depth_sweep_click_counts_when_the_missing_count_changed() -> None:
     at = run_until(
         at, lambda a: any("2 of 2 points ready" in m.value for m in a.markdown), "depth 6"
     )
+
+
+# --------------------------------------------------------------------------- memory per session
+def _deep_size(obj: object, seen: set[int] | None = None) -> int:
+    """Bytes reachable from ``obj`` through containers (dicts, lists, tuples, sets)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        size += sum(_deep_size(v, seen) for v in obj)
+    return size
+
+
+def test_a_session_keeps_no_results_in_its_state() -> None:
+    """What a session holds stays small (a closed tab is kept for minutes, open tabs add up): the
+    results live in one bounded, shared LRU and the backend's store, not in each session."""
+    from dashboard import ui
+
+    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the explore result")
+    size = sum(_deep_size(v) for v in at.session_state.values())
+    assert size < 100_000, f"this session's state holds {size / 1e6:.1f} MB"
+    assert len(ui.SHARED_RESULTS) <= ui.SHARED_RESULTS.size
+    # A second session on the same view shares the one parsed result.
+    at2 = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the same result")
+    assert "from the cache" in " ".join(c.value for c in at2.caption)
+
+
+def test_shared_results_are_bounded() -> None:
+    from dashboard.ui import _SharedResults
+
+    lru = _SharedResults(3)
+    for i in range(10):
+        lru.put(f"k{i}", {"i": i})
+    assert len(lru) == 3 and lru.get("k0") is None and lru.get("k9") == {"i": 9}
+    lru.get("k7")
+    lru.put("k10", {})
+    assert lru.get("k7") is not None and lru.get("k8") is None  # least recently used goes
