@@ -81,6 +81,8 @@ def ranges(limits: Mapping[str, int] | None = None) -> dict[str, tuple[int, int]
         "source_epochs": "max_source_epochs",
         "width": "max_width",
         "batch_size": "max_batch_size",
+        "source_size": "max_source_size",
+        "target_size": "max_target_size",
     }
     for name, cap in caps.items():
         if limits and cap in limits:
@@ -268,7 +270,7 @@ def parse_choices(
     bad = [s for s in items if s not in allowed]
     if bad:
         warnings.append(
-            f"URL parameter {md_code(name)}: {', '.join(md_code(b) for b in bad[:10])} not "
+            f"URL parameter {md_code(name)}: {', '.join(md_code(repr(b)) for b in bad[:10])} not "
             f"recognised (choose from {', '.join(allowed)}); ignored."
         )
     if not good:
