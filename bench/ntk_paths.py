@@ -199,6 +199,42 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def chunk_sweep(n: int, chunks: list[int], repeat: int, threads: int) -> None:
+    """Structured path, float32 G + float64 Gram, at N = n: the time per chunk size, and the
+    c_T backward passes as a loop or as one batched backward (``is_grads_batched``), all in one
+    process, interleaved ``repeat`` times (fastest shown)."""
+    import torch
+
+    import reprog_core.ntk.target as target_mod
+
+    torch.set_num_threads(threads)
+    cells = [(kind, chunk, "loop") for kind in ("vp", "fc") for chunk in chunks]
+    cells += [(kind, 32, "batched") for kind in ("vp", "fc")]
+    models = {}
+    for kind in ("vp", "fc"):
+        spec = {"backbone": "", "transform": kind, "n": n, "device": "cpu"}
+        models[kind] = _build(spec)
+    times: dict[tuple, list[float]] = {c: [] for c in cells}
+    for _ in range(repeat):
+        for kind, chunk, mode in cells:
+            model, x = models[kind]
+            target_mod.COTANGENTS = mode
+            t0 = time.perf_counter()
+            target_mod.target_ntk(
+                model, x, dtype=torch.float64, grad_dtype=torch.float32, chunk_size=chunk
+            )
+            times[(kind, chunk, mode)].append(time.perf_counter() - t0)
+    target_mod.COTANGENTS = "loop"
+    print(
+        f"# structured kernel, float32 G + float64 Gram, N={n}, cnn source ({date.today()}, "
+        f"{threads} threads, fastest of {repeat} interleaved, load {os.getloadavg()[0]:.1f})\n"
+    )
+    print("| transform | chunk | cotangents | seconds |")
+    print("|---|---|---|---|")
+    for cell in cells:
+        print(f"| {cell[0]} | {cell[1]} | {cell[2]} | {min(times[cell]):.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 (default cpu)")
@@ -212,8 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         "--vit-s", action="store_true", help="also clip-cnn on ViT-S-32 (slow on a CPU)"
     )
     ap.add_argument("--repeat", type=int, default=2, help="runs per cell; the fastest is shown")
+    ap.add_argument(
+        "--chunks", action="store_true", help="chunk sizes and batched cotangents instead"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.chunks:
+        n = (args.n or [256])[0]
+        chunk_sweep(n, [8, 16, 32, 64], max(1, args.repeat), args.threads or 1)
+        return 0
 
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)

@@ -89,6 +89,8 @@ MAX_PROBE_ERROR = 1e-4
 # Samples per chunk of the structured path when the budget allows more: measured with
 # ``python bench/ntk_paths.py --chunks`` (README "Measured"); larger chunks stopped paying off.
 STRUCTURED_CHUNK = 32
+# How the c_T backward passes of a chunk run ('loop' or 'batched', see ``_frozen_part_grads``).
+COTANGENTS = "loop"
 
 
 class NtkMethod(str, Enum):
@@ -310,7 +312,7 @@ def _structured_ntk(
         xb = x[start : start + chunk]
         with torch.no_grad():
             z = tr(xb.to(g_dtype))
-        g = _frozen_part_grads(model, z)  # (B, c, d_S) in the model's dtype
+        g = _frozen_part_grads(model, z, cotangents=COTANGENTS)  # (B, c, d_S), model's dtype
         if layout.prompt_idx is not None:
             prompt_rows.append(g[:, :, layout.prompt_idx].to(gram_dtype) * scale)
         if layout.fc_idx is not None:
