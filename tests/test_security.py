@@ -555,8 +555,8 @@ def test_cli_rejects_bad_learning_rates(lr: str, capsys) -> None:
 def test_config_keeps_lr_zero_as_the_default_sentinel() -> None:
     from reprog_core.config import ConfigError, ExperimentConfig
 
-    assert ExperimentConfig(lr=0.0).effective_lr > 0
-    assert ExperimentConfig(lr=0.1).effective_lr == 0.1
+    assert ExperimentConfig(lr=0.0).lr == 0.0  # the "transform's default" sentinel stays valid
+    assert ExperimentConfig(lr=0.1).lr == 0.1
     for bad in (float("inf"), float("nan"), -1.0):
         with pytest.raises(ConfigError):
             ExperimentConfig(lr=bad)
