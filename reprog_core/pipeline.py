@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from reprog_core import __version__, data
+from reprog_core import __version__, data, memory
 from reprog_core.config import CODE_VERSION, ExperimentConfig
 from reprog_core.fit import (
     TargetData,
@@ -59,6 +59,7 @@ def run_source(
     cfg: ExperimentConfig, progress: ProgressFn | None = None, device: str | None = None
 ) -> dict[str, Any]:
     """Train (or load) the source model; its record."""
+    memory.check_request(cfg, "source")  # refuse before allocating (issue 9)
     _, res = load_or_train_source(cfg, device=device, progress=progress)
     return {"config": cfg.to_dict(), "versions": versions(cfg), **res.to_dict()}
 
@@ -70,6 +71,7 @@ def run_fit(
     baseline: bool = True,
 ) -> dict[str, Any]:
     """Source model (stored or trained), then the reprogramming fit and the ``none`` baseline."""
+    memory.check_request(cfg, "source", "fit")  # refuse before allocating (issue 9)
     source, src = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.4))
     td = target_data(cfg)
     n_source = data.dataset_spec(cfg.source_data).n_classes
@@ -102,6 +104,7 @@ def run_ntk(
         cfg = cfg.replace(n_kernel=int(n))
     if kernel is not None and kernel != cfg.kernel_form:
         cfg = cfg.replace(kernel_form=kernel)
+    memory.check_request(cfg, "source", "kernel" if wrt == "transform" else "source")
     if wrt == "source":
         source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
         if progress:
@@ -163,6 +166,7 @@ def run_explore(
 ) -> dict[str, Any]:
     """Everything the Explore page shows: source record, target kernel + spectrum + predicted
     dynamics, the fit with its curves, and the ``none`` baseline."""
+    memory.check_request(cfg, "source", "kernel", "fit")  # refuse before allocating (issue 9)
     dev = resolve_device(device)
     source, src = load_or_train_source(cfg, device=dev, progress=_stage(progress, 0, 0.35))
     td = target_data(cfg)

@@ -648,3 +648,26 @@ def test_pipeline_kinds_are_registered_before_concurrent_callers_look(monkeypatc
     for t in threads:
         t.join()
     assert not errors and found == ["explore"] * 12
+
+
+def test_source_and_target_size_have_server_caps(make_backend, tmp_path, monkeypatch):
+    """Issue 9: ``?source_size=512`` was accepted by the server with no cap."""
+    monkeypatch.setenv("REPROG_MAX_SOURCE_SIZE", "64")
+    limits = Limits.from_env()
+    assert limits.max_source_size == 64 and Limits().max_target_size == 128
+    backend = make_backend(limits=limits)
+    with pytest.raises(OverBudget, match="source_size=96 .*max_source_size=64.*REPROG_MAX_SOURCE"):
+        backend.submit("test-count", CFG.replace(source_size=96), {"counter": str(tmp_path / "c")})
+    with pytest.raises(OverBudget, match="target_size=200 .*max_target_size=128"):
+        make_backend(limits=Limits(max_source_size=512)).submit(
+            "test-count",
+            CFG.replace(source_size=256, target_size=200),
+            {"counter": str(tmp_path / "c")},
+        )
+    assert count_lines(tmp_path / "c") == 0
+
+    sys.path.insert(0, str(TESTS_DIR.parent))
+    from dashboard.state import ranges
+
+    assert ranges(limits.to_dict())["source_size"][1] == 64
+    assert ranges(Limits().to_dict())["target_size"][1] <= 128

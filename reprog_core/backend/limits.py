@@ -30,6 +30,8 @@ _RULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "max_source_epochs": ("REPROG_MAX_EPOCHS", "source_epochs", ()),
     "max_width": ("REPROG_MAX_WIDTH", "width", ()),
     "max_batch_size": ("REPROG_MAX_BATCH", "batch_size", ("batch_size",)),
+    "max_source_size": ("REPROG_MAX_SOURCE_SIZE", "source_size", ()),
+    "max_target_size": ("REPROG_MAX_TARGET_SIZE", "target_size", ()),
 }
 
 
@@ -45,6 +47,10 @@ class Limits:
     max_source_epochs: int = 50
     max_width: int = 1024
     max_batch_size: int = 1024
+    # Image sides s and t: memory grows as s^2 (activations) and, for fc, as s^2 t^2 (its matrix).
+    # The memory budget (reprog_core.memory) still refuses a combination inside the caps.
+    max_source_size: int = 128
+    max_target_size: int = 128
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -125,6 +125,19 @@ class MemoryPlan:
         )
 
 
+def eigendecomposition_bytes(rows: int, itemsize: int = 8) -> int:
+    """What a symmetric eigendecomposition of a ``rows`` x ``rows`` matrix holds besides the
+    matrix itself: the eigenvectors (rows^2) and LAPACK ``syevd``'s workspace (1 + 6 rows +
+    2 rows^2 items), i.e. about three more matrices.
+
+    A kernel plan that leaves this out is about half the measured peak once the Gram dominates:
+    ``--kernel full --n 512`` planned 468 MiB (Gram x2, rows, one chunk) and peaked near twice that
+    (issue 9). ``reprog_core.memory.kernel`` counts it; plans built from shapes should add it to
+    ``per_pair`` (3 matrices' worth) when they decompose the Gram.
+    """
+    return (rows * rows + 1 + 6 * rows + 2 * rows * rows) * itemsize
+
+
 def chunk_size_for(per_sample_work: int, budget: int, n: int, requested: int | None) -> int:
     """Samples per working chunk: ``requested``, else as many as fit ``CHUNK_SHARE`` of the
     budget (at least 1, at most ``MAX_CHUNK`` and N)."""

@@ -1,0 +1,148 @@
+"""Memory estimates (``reprog_core.memory``): oversized requests are refused before anything is
+allocated, with the size they need, and the estimates hold against a measured peak."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reprog_core import memory, pipeline
+from reprog_core.config import ExperimentConfig
+
+PROJECT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("changes", "run", "stage"),
+    [
+        ({"source_size": 512, "depth": 6}, pipeline.run_source, "source training"),
+        (
+            {"transform": "fc", "source_size": 128, "target_size": 127},
+            pipeline.run_fit,
+            "reprogramming fit",
+        ),
+        ({"width": 1024, "depth": 12}, pipeline.run_source, "source training"),
+    ],
+)
+def test_oversized_requests_are_refused_before_allocating(changes, run, stage):
+    cfg = ExperimentConfig(**changes)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(memory.MemoryTooLarge) as err:
+        run(cfg)
+    assert time.monotonic() - start < 5.0  # refused, not tried
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+    message = str(err.value)
+    assert message.startswith(stage) and "needs about" in message and "GiB" in message
+    assert "REPROG_MEMORY_BUDGET" in message and "\n" not in message
+    assert err.value.needed_bytes > err.value.budget_bytes == memory.memory_budget()
+    assert err.value.over_budget  # the backend reports it as OverBudget
+
+
+def test_the_fc_example_counts_its_matrix():
+    est = memory.fit(ExperimentConfig(transform="fc", source_size=128, target_size=127))
+    w = 3 * 128 * 128 * 3 * 127 * 127 * 4  # the fc matrix alone: 9.5 GB
+    assert est is not None and est.total > 4 * w
+
+
+def test_a_raised_budget_lets_it_through(monkeypatch):
+    cfg = ExperimentConfig(width=1024, depth=12)
+    need = memory.source_training(cfg).total
+    monkeypatch.setenv("REPROG_MEMORY_BUDGET", str(need + 1))
+    memory.check(cfg, "source")
+    monkeypatch.setenv("REPROG_MEMORY_BUDGET", f"{need / GIB / 2:.1f}G")
+    with pytest.raises(memory.MemoryTooLarge):
+        memory.check(cfg, "source")
+
+
+def test_the_cli_refuses_in_one_line_under_a_memory_limit(tmp_path):
+    """Under a 6 GiB address-space limit the old code died of MemoryError after starting."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * GIB, 6 * GIB))
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reprog_core",
+            "train-source",
+            "--source-size",
+            "512",
+            "--depth",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={
+            **os.environ,
+            "REPROG_CACHE_DIR": str(tmp_path),
+            "REPROG_THREADS": "1",
+            "REPROG_MAX_SOURCE_SIZE": "512",  # past the server cap, to the memory estimate
+        },
+        preexec_fn=limit,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OverBudget" in lines[0] and "needs about" in lines[0]
+    assert "GiB" in lines[0]
+
+
+# ------------------------------------------------------------------------ estimate vs measured
+MEASURE = r"""
+import json, os, resource, sys
+import torch
+torch.set_num_threads(1)
+from reprog_core import data, memory
+from reprog_core.config import ExperimentConfig
+stage, cfg = sys.argv[1], ExperimentConfig.from_dict(json.loads(sys.argv[2]))
+# Warm the conv kernels up, so that their one-off buffers are not counted.
+conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+conv(torch.zeros(2, 3, 8, 8, requires_grad=True)).sum().backward()
+with open("/proc/self/statm") as f:
+    base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+if stage == "source":
+    from reprog_core.source_model.training import train_source
+    train_source(cfg, device=torch.device("cpu"))
+else:
+    from reprog_core.fit import reprogram, target_data
+    from reprog_core.source_model import build_source_model
+    k = data.dataset_spec(cfg.source_data).n_classes
+    src = build_source_model(cfg, k).eval().requires_grad_(False)
+    reprogram(cfg, src, target_data(cfg), n_source=k)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"measured": peak - base, "estimate": memory.estimate(cfg, stage).total}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("stage", "changes"),
+    [
+        ("source", {"source_size": 64, "source_per_class": 30, "source_epochs": 1}),
+        ("fit", {"transform": "fc", "source_size": 48, "target_size": 40, "steps": 3}),
+    ],
+)
+def test_estimates_hold_against_the_measured_peak(tmp_path, stage, changes):
+    cfg = ExperimentConfig(**changes, eval_every=3)
+    res = subprocess.run(
+        [sys.executable, "-c", MEASURE, stage, json.dumps(cfg.to_dict())],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={**os.environ, "REPROG_CACHE_DIR": str(tmp_path), "REPROG_THREADS": "1"},
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ratio = out["estimate"] / out["measured"]
+    assert 0.8 <= ratio <= 3.0, out
