@@ -22,6 +22,7 @@ from reprog_core.config import (
     LossKind,
     MappingKind,
     OptimizerKind,
+    Regime,
     SourceFamily,
     TransformKind,
 )
@@ -74,7 +75,25 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=_choices(LossKind), default=d["loss"].default)
     g.add_argument("--optimizer", choices=_choices(OptimizerKind), default=d["optimizer"].default)
     g.add_argument("--steps", type=int, default=d["steps"].default)
-    g.add_argument("--lr", type=float, default=d["lr"].default, help="0 = the transform's default")
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=d["lr"].default,
+        help="0 = the default: Adam per transform; sgd: rho N / lambda_max of the full kernel",
+    )
+    g.add_argument(
+        "--regime",
+        choices=_choices(Regime),
+        default=d["regime"].default,
+        help="kernel: full-batch GD on squared loss over the kernel samples, compared with the "
+        "NTK prediction (sets --optimizer sgd --loss mse); practical: the fit as given",
+    )
+    g.add_argument(
+        "--rho",
+        type=float,
+        default=d["rho"].default,
+        help="sgd step size as a fraction of the stability limit: eta = rho N / lambda_max",
+    )
     g.add_argument("--batch-size", type=int, default=d["batch_size"].default)
     g.add_argument("--eval-every", type=int, default=d["eval_every"].default)
     g.add_argument(

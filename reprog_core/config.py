@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when a change alters numbers produced for an unchanged config (invalidates cached results).
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: sources train to a validation plateau; sgd step size from the spectrum
 
 
 class SourceFamily(str, Enum):
@@ -52,6 +52,13 @@ class LossKind(str, Enum):
 class OptimizerKind(str, Enum):
     ADAM = "adam"  # minibatch Adam: the practical choice
     SGD = "sgd"  # full-batch gradient descent on the kernel samples: what the NTK theory predicts
+
+
+class Regime(str, Enum):
+    """Which fit a config runs (docs/science.md, "Regimes")."""
+
+    PRACTICAL = "practical"  # the fit as people run it: any optimizer and loss
+    KERNEL = "kernel"  # full-batch GD on squared loss over the kernel samples
 
 
 class KernelForm(str, Enum):
@@ -103,8 +110,11 @@ LIMITS = {
 class ExperimentConfig:
     """Everything that determines one reprogramming experiment f_T = b o f_S o a_theta.
 
-    The defaults are the offline default pair: a pixel CNN of depth 3 trained on ``animal``
-    silhouettes, reprogrammed with a padding visual prompt to ``digits``.
+    The defaults are the offline default pair, chosen by measurement (docs/results.md, "Why
+    these defaults"): a pixel CNN of depth 3 trained to a validation plateau on 300 ``animal``
+    silhouettes per class (test accuracy 0.89-0.90 over seeds 0-2), reprogrammed to ``digits``
+    by an ``fc`` input transformation, which lifts target accuracy from the ``none`` baseline
+    (about 0.28) to about 0.93.
     """
 
     # --- source model f_S -------------------------------------------------------------------
@@ -117,17 +127,19 @@ class ExperimentConfig:
     source_data: str = "animal"
     source_size: int = 32  # s: source input is 3 x s x s
     source_per_class: int = 300  # source training images per class (subsampled, seeded)
-    source_epochs: int = 8  # upper bound; early stopping usually ends sooner
+    source_epochs: int = 30  # a CPU budget: training stops earlier at a validation plateau
     # --- target task, transformation a_theta, mapping b ----------------------------------------
     target: str = "digits"
     target_size: int = 28  # t: target images are resized to 3 x t x t (inner region for vp)
     target_per_class: int = 100  # target training images per class
-    transform: str = TransformKind.VP.value
+    transform: str = TransformKind.FC.value
     mapping: str = MappingKind.FLM.value  # fixed after it is computed once: a fixed linear b
     loss: str = LossKind.CE.value
     optimizer: str = OptimizerKind.ADAM.value
     steps: int = 300
-    lr: float = 0.0  # 0 means: the transform's default (see ``effective_lr``)
+    lr: float = 0.0  # 0 means: the default (Adam: per transform; sgd: rho N / lambda_max)
+    regime: str = Regime.PRACTICAL.value  # 'kernel' forces optimizer='sgd', loss='mse'
+    rho: float = 0.1  # sgd step size as a fraction of the stability limit: eta lambda_max / N
     batch_size: int = 32
     eval_every: int = 25
     # --- kernel -------------------------------------------------------------------------------
@@ -138,7 +150,18 @@ class ExperimentConfig:
     data_root: str = field(default="", compare=False)  # where downloadable sets live; not hashed
 
     def __post_init__(self) -> None:
+        self._normalise_regime()
         self._validate()
+
+    def _normalise_regime(self) -> None:
+        """The kernel regime *is* full-batch GD on squared loss (what the NTK prediction models):
+        ``regime='kernel'`` sets optimizer and loss, and sgd + mse is the kernel regime, so one
+        experiment never has two names (or two cache keys)."""
+        if self.regime == Regime.KERNEL.value:
+            object.__setattr__(self, "optimizer", OptimizerKind.SGD.value)
+            object.__setattr__(self, "loss", LossKind.MSE.value)
+        elif self.optimizer == OptimizerKind.SGD.value and self.loss == LossKind.MSE.value:
+            object.__setattr__(self, "regime", Regime.KERNEL.value)
 
     @classmethod
     def for_lookup(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -153,6 +176,7 @@ class ExperimentConfig:
         cfg = object.__new__(cls)
         for name, f in known.items():
             object.__setattr__(cfg, name, values.get(name, f.default))
+        cfg._normalise_regime()
         cfg._validate(check_data=False)
         return cfg
 
@@ -164,6 +188,16 @@ class ExperimentConfig:
         _check_choice("loss", self.loss, LossKind)
         _check_choice("optimizer", self.optimizer, OptimizerKind)
         _check_choice("kernel_form", self.kernel_form, KernelForm)
+        _check_choice("regime", self.regime, Regime)
+        if (
+            not isinstance(self.rho, (int, float))
+            or isinstance(self.rho, bool)
+            or not 0 < self.rho < 2
+        ):
+            raise ConfigError(
+                f"rho (eta lambda_max / N) must be between 0 and 2, the stability limit of "
+                f"gradient descent; got {self.rho!r}"
+            )
         for name, (lo, hi) in LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -219,13 +253,20 @@ class ExperimentConfig:
         return self.weights
 
     @property
+    def lr_from_spectrum(self) -> bool:
+        """True when the step size is ``rho N / lambda_max`` of the full target NTK at theta_0
+        (sgd without an explicit ``lr``): the caller must compute it (``sgd_step_size``)."""
+        return self.optimizer == OptimizerKind.SGD.value and self.lr <= 0
+
+    @property
     def effective_lr(self) -> float:
+        """The step size when it does not depend on the kernel: ``lr`` if set, else Adam's default
+        for the transform. For sgd without ``lr`` it is ``sgd_step_size(rho, N, lambda_max)``,
+        which needs the spectrum; asking here is a programming error."""
         if self.lr > 0:
             return float(self.lr)
-        if self.optimizer == OptimizerKind.SGD.value:
-            return {"vp": 20.0, "vp-full": 5.0, "fc": 0.5, "vp-fc": 0.5, "none": 0.0}[
-                self.transform
-            ]
+        if self.lr_from_spectrum:
+            raise ValueError("the sgd step size comes from the spectrum: use sgd_step_size()")
         return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[self.transform]
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -322,3 +363,15 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def sgd_step_size(rho: float, n: int, lambda_max: float) -> float:
+    """eta = rho N / lambda_max for full-batch GD on L = (1/N) sum_i 0.5 ||f(x_i) - y_i||^2.
+
+    One step moves the residual by (I - eta K / N) r (K the full target NTK, N c x N c), so
+    rho = eta lambda_max / N is the fraction of the stability limit 2 used by the stiffest mode.
+    A kernel that is identically zero (e.g. transform 'none') has nothing to move: eta = 0.
+    """
+    if not lambda_max > 0:
+        return 0.0
+    return float(rho) * n / float(lambda_max)

@@ -24,6 +24,7 @@ from reprog_core.results import FitCurves, FitResult
 from reprog_core.runtime import seed_everything
 
 ProgressFn = Callable[[float, str], None]
+StepHook = Callable[[int, float, nn.Module], None]
 TARGET_TEST_PER_CLASS = 100  # cap on target test images per class: keeps evaluation cheap
 N_EXAMPLES = 6
 
@@ -112,8 +113,17 @@ def reprogram(
     *,
     n_source: int,
     progress: ProgressFn | None = None,
+    lr: float | None = None,
+    on_step: StepHook | None = None,
 ) -> tuple[ReprogrammedModel, FitResult]:
-    """Fit a_theta (and a learned b) on the target task; the source model stays frozen."""
+    """Fit a_theta (and a learned b) on the target task; the source model stays frozen.
+
+    ``lr``: the step size; required for sgd without ``cfg.lr`` (it comes from the spectrum:
+    ``config.sgd_step_size``), else ``cfg.effective_lr``. ``on_step(step, loss, model)`` is
+    called before each update with the loss at the current parameters, L(theta_{step-1}).
+    """
+    if lr is None:
+        lr = cfg.effective_lr  # raises for sgd without lr: the caller must pass the spectrum's
     t0 = time.perf_counter()
     device = next(source.parameters()).device
     gen = seed_everything(cfg.seed)
@@ -133,7 +143,7 @@ def reprogram(
     stopped = ""
     steps = cfg.steps if params else 0
     if steps:
-        opt = _optimizer(cfg, params)
+        opt = _optimizer(cfg, params, lr)
         batch = len(y_train) if cfg.optimizer == OptimizerKind.SGD.value else cfg.batch_size
         # The parameters that gave the last finite loss, kept in preallocated buffers.
         last_good = [p.detach().clone() for p in params]
@@ -150,12 +160,14 @@ def reprogram(
                         p.copy_(good)
                 stopped = (
                     f"loss became {loss.item()} at step {step}; stopped and kept the parameters "
-                    f"of step {step - 1}. Lower the learning rate (now {cfg.effective_lr:g})."
+                    f"of step {step - 1}. Lower the learning rate (now {lr:g})."
                 )
                 break
             with torch.no_grad():
                 for good, p in zip(last_good, params):
                     good.copy_(p)
+            if on_step is not None:
+                on_step(step, float(loss.item()), model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,6 +202,7 @@ def reprogram(
         prompt=_to_list(prompt) if prompt is not None else None,
         seconds=time.perf_counter() - t0,
         stopped=stopped,
+        lr=float(lr),
     )
     return model, result
 
@@ -200,14 +213,20 @@ def baseline_accuracy(
     """Target test accuracy of the same source with transform ``none`` (and the same mapping kind;
     FLM/ILM are fitted on the resized images, a learned mapping is trained alone)."""
     base = cfg.replace(transform="none")
-    _, res = reprogram(base, source, td, n_source=n_source)
+    # 'none' has no theta; its step size only matters to a learned mapping, which (as before
+    # v2) is left at its initialisation under sgd, whose step size comes from a theta-kernel.
+    _, res = reprogram(
+        base, source, td, n_source=n_source, lr=0.0 if base.lr_from_spectrum else None
+    )
     return res.target_test_acc
 
 
-def _optimizer(cfg: ExperimentConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def _optimizer(
+    cfg: ExperimentConfig, params: list[torch.Tensor], lr: float
+) -> torch.optim.Optimizer:
     if cfg.optimizer == OptimizerKind.SGD.value:
-        return torch.optim.SGD(params, lr=cfg.effective_lr)
-    return torch.optim.Adam(params, lr=cfg.effective_lr)
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr)
 
 
 @torch.no_grad()

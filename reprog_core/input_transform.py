@@ -2,7 +2,7 @@
 
 Every transformation maps target images (N, C, H, W) of any size and channel count to source
 inputs (N, 3, s, s). Target images are first resized to the target resolution t x t (and grey is
-repeated to 3 channels). See the table in ``shared/docs/science.md``.
+repeated to 3 channels). See the table in ``docs/science.md``.
 
 The structured NTK (``reprog_core.ntk``) relies on each transformation's Jacobian structure,
 exposed here without building it:

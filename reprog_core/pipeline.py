@@ -21,10 +21,10 @@ from reprog_core.fit import (
     baseline_accuracy,
     build_reprogrammed,
     init_mapping,
-    reprogram,
     target_data,
     training_set,
 )
+from reprog_core.kernel_regime import fit_with_spectrum
 from reprog_core.results import KernelResult
 from reprog_core.runtime import resolve_device, seed_everything
 from reprog_core.source_model.training import load_or_train_source
@@ -75,7 +75,9 @@ def run_fit(
     source, src = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.4))
     td = target_data(cfg)
     n_source = data.dataset_spec(cfg.source_data).n_classes
-    _, fit = reprogram(cfg, source, td, n_source=n_source, progress=_stage(progress, 0.4, 0.95))
+    _, fit = fit_with_spectrum(
+        cfg, source, td, n_source=n_source, progress=_stage(progress, 0.4, 0.95)
+    )
     fit.source_test_acc = src.source_test_acc
     if baseline:
         fit.baseline_test_acc = baseline_accuracy(cfg, source, td, n_source)
@@ -174,7 +176,9 @@ def run_explore(
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
     kernel = _target_kernel(cfg, source, td) if cfg.transform != "none" else None
-    _, fit = reprogram(cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93))
+    _, fit = fit_with_spectrum(
+        cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93)
+    )
     fit.source_test_acc = src.source_test_acc
     if progress:
         progress(0.95, "baseline: the same source with transform 'none'")

@@ -23,7 +23,10 @@ class SourceResult:
     n_params_frozen: int  # the frozen backbone (0 for pixel models)
     epochs_run: int
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, train/test acc
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, val acc
+    # 'plateau' (validation accuracy stopped improving: converged) or 'epoch cap' (the budget
+    # ended training while it may still have been improving); '' in records from before v2.
+    stopped_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +66,10 @@ class FitResult:
     prompt: Any = None  # the learned prompt as a 3xSxS image in [0,1] (None for fc / none)
     seconds: float = 0.0
     stopped: str = ""  # '' when the fit ran to the end; otherwise why it stopped early
+    lr: float = float("nan")  # the step size used (for sgd: rho N / lambda_max unless set)
+    # Kernel regime only (sgd + mse, full batch on the kernel samples): measured against the
+    # NTK prediction from the full kernel, the step where they part, and the kernel drift.
+    kernel_regime: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

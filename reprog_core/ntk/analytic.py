@@ -1,7 +1,7 @@
 """Kernels in closed form: the transformation's own kernel Θ^A and the infinite-width ReLU MLP NTK.
 
 Θ^A(x, x') = d a(x)/dθ  (d a(x')/dθ)^T  in R^{d_S x d_S}, the kernel of the input transformation
-alone (science.md). It never depends on the source model:
+alone (docs/science.md). It never depends on the source model:
 
 * ``vp`` / ``vp-full``:  Θ^A(x, x') = diag(D^2), D = ``prompt_scale()`` (mask * σ'(δ) for vp, 1 or
   1 - tanh^2 for vp-full): a constant diagonal, the same for every pair of inputs;

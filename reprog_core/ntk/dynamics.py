@@ -11,9 +11,10 @@ residual r = vec(f - Y) (N c, sample-major) by r <- (I - (η / N) K_full) r, K_f
     r_t = sum_i (1 - η λ_i / N)^t <v_i, r_0> v_i
     L_t = (0.5 / N) sum_i (1 - η λ_i / N)^{2t} <v_i, r_0>^2
 
-exactly, for the linearised model (``loss``); ``loss_flow`` is the gradient-flow approximation with
-(1 - η λ / N)^t replaced by exp(-η λ t / N), science.md's r(t) = sum e^{-η λ_i t} ... with the 1/N
-of the batch mean made explicit. Discrete GD converges only when η λ_max / N < 2 (``stable``).
+exactly, for the linearised model (``loss``); ``loss_flow`` is the gradient-flow approximation
+with (1 - η λ / N)^t replaced by exp(-η λ t / N), the r(t) = sum e^{-η λ_i t} ... of
+docs/science.md with the 1/N of the batch mean made explicit. Discrete GD converges only when
+η λ_max / N < 2 (``stable``).
 
 Trace form (N, N): Prop. 1 of the paper, K_full ≈ (K_trace / c) ⊗ I_c, so each trace eigenpair
 (μ, v) stands for c eigenpairs (μ / c, v ⊗ e_k) and <v ⊗ e_k, r_0> = (v^T R_0)_k.

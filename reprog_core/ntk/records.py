@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reprog_core.config import ExperimentConfig, KernelForm, OptimizerKind
+from reprog_core.config import ExperimentConfig, KernelForm, sgd_step_size
 from reprog_core.fit import ReprogrammedModel
 from reprog_core.ntk.dynamics import initial_residuals, ntk_dynamics
 from reprog_core.ntk.lanczos import topk_eigs
@@ -31,10 +31,16 @@ from reprog_core.results import KernelResult, SpectrumStats
 MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points
 
 
-def prediction_lr(cfg: ExperimentConfig) -> float:
-    """The learning rate of the full-batch GD fit the dynamics predict: ``cfg.lr``, else the
-    transform's SGD default (the prediction models ``optimizer='sgd'`` whatever cfg uses)."""
-    return cfg.replace(optimizer=OptimizerKind.SGD.value).effective_lr
+def prediction_lr(cfg: ExperimentConfig, lambda_max: float, n: int, kernel: str, c: int) -> float:
+    """The step size of the full-batch GD the dynamics predict: ``cfg.lr``, else
+    rho N / lambda_max of the full kernel, approximated for the trace form by Prop. 1
+    (lambda_max(K_full) ~ lambda_max(K_trace) / c, which understates it about 5x on the default
+    pair: docs/science.md). The fit itself takes its step size from the full kernel
+    (``kernel_regime.fit_with_spectrum``)."""
+    if cfg.lr > 0:
+        return float(cfg.lr)
+    lam = lambda_max / c if kernel == KernelForm.TRACE.value and c > 1 else lambda_max
+    return sgd_step_size(cfg.rho, n, lam)
 
 
 def target_kernel_result(
@@ -108,7 +114,8 @@ def target_kernel_result(
         used, n_params = "lanczos", info["n_params"]
     r0 = initial_residuals(model, x, y)
     every = max(1, cfg.steps // MAX_CURVE_POINTS)
-    dynamics = ntk_dynamics(eig, r0, lr=prediction_lr(cfg), steps=cfg.steps, every=every)
+    lr = prediction_lr(cfg, stats.lambda_max, len(x), kernel, n_out)
+    dynamics = ntk_dynamics(eig, r0, lr=lr, steps=cfg.steps, every=every)
     return KernelResult(
         config=cfg.to_dict(),
         weights=cfg.weights_label,

@@ -8,7 +8,7 @@ parameters are not part of θ). Two paths compute it:
 * ``jacobian`` (reference): per-sample Jacobians w.r.t. the transform's parameters with torch.func,
   contracted (``jacobian.py``). Any transform, any model; holds N x c_T x P numbers.
 * ``structured`` (fast): with G(z) = d b(f_S(z)) / dz  (c_T, d_S), the input gradient of the
-  frozen part at z = a(x), the chain rule gives (science.md)
+  frozen part at z = a(x), the chain rule gives (docs/science.md)
 
       vp, vp-full:  J(x) = G(a(x)) diag(D),  D = d a / d δ = ``prompt_scale()`` (m σ'(δ), or 1)
                     Θ_T(x, x') = G(a(x)) D^2 G(a(x'))^T

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 SOURCE_TEST_PER_CLASS = 200  # cap on source test images per class: keeps evaluation cheap
-PATIENCE = 2  # epochs without validation improvement before stopping
+# Epochs without a validation improvement before stopping: training runs to a plateau, and
+# ``source_epochs`` is only a CPU budget. 2 stopped the default source while it still improved
+# (0.81 test accuracy after 8 epochs); with 3 it converges at 0.89-0.90 in 14-22 epochs.
+PATIENCE = 3
 
 
 @dataclass
@@ -205,6 +208,7 @@ def train_source(
     lr = 1e-2 if cfg.ntk_init else 2e-3
     opt = torch.optim.Adam(trainable.parameters(), lr=lr)
     best_val, best_state, bad_epochs, history = -1.0, None, 0, []
+    stopped_by = "epoch cap"
     batch = 64
     n_batches = (len(fit_idx) + batch - 1) // batch
     epoch = 0
@@ -236,6 +240,7 @@ def train_source(
         else:
             bad_epochs += 1
             if bad_epochs >= PATIENCE:
+                stopped_by = "plateau"
                 break
     if best_state is not None:
         trainable.load_state_dict(best_state)
@@ -250,6 +255,7 @@ def train_source(
         epochs_run=epoch,
         seconds=time.perf_counter() - t0,
         history=history,
+        stopped_by=stopped_by,
     )
     if progress:
         progress(1.0, "source model trained")

@@ -1,0 +1,193 @@
+"""The fit next to its NTK prediction: the step size from the spectrum, and the kernel regime.
+
+Gradient descent on the squared loss L = (1/N) sum_i 0.5 ||f(x_i) - y_i||^2 over the N kernel
+samples moves the residual r (N c) by r <- (I - eta K / N) r when f is linear in theta, with K the
+**full** target NTK (N c x N c) at theta_0 (``ntk/dynamics.py``). So
+
+* the step size is set from the spectrum, eta = rho N / lambda_max(K_full) (``sgd_step_size``):
+  rho is the fraction of the stability limit 2 used by the stiffest mode, so sgd never diverges
+  at its default whatever the transform (fc's lambda_max is ~5000x vp's);
+* in the kernel regime (``regime='kernel'``: sgd + mse, full batch) the measured loss is compared
+  with the prediction at every step; the prediction holds while the kernel stays put. The record
+  says for how many steps it stays within ``AGREEMENT`` of the measured loss, how much the loss
+  fell by then, and the **kernel drift** ||K(theta) - K(theta_0)||_F / ||K(theta_0)||_F at the step
+  where they part and at the end, which is why they part (docs/science.md, "Regimes").
+
+This is the experiment layer: it uses the fit (``fit.py``) and the kernels (``ntk/``), which
+know nothing of each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprog_core import ntk
+from reprog_core.config import ExperimentConfig, Regime, sgd_step_size
+from reprog_core.fit import (
+    ProgressFn,
+    ReprogrammedModel,
+    TargetData,
+    build_reprogrammed,
+    init_mapping,
+    reprogram,
+    training_set,
+)
+from reprog_core.results import FitResult
+from reprog_core.runtime import seed_everything
+
+AGREEMENT = 0.10  # the prediction "holds" while |predicted - measured| / measured <= this
+MAX_POINTS = 2001  # prediction/measurement curves are kept at most at this many steps
+
+
+def theta0_model(
+    cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
+) -> ReprogrammedModel:
+    """f_T at theta_0, with the label mapping the fit starts from (fitted on its training set)."""
+    seed_everything(cfg.seed)
+    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    device = next(source.parameters()).device
+    x_map, y_map = training_set(cfg, td)
+    init_mapping(cfg, model, x_map.to(device), y_map.to(device))
+    return model
+
+
+def full_kernel(model: ReprogrammedModel, x: torch.Tensor) -> torch.Tensor:
+    """The full target NTK (N c, N c), float64 Gram, at the model's current theta."""
+    k, _ = ntk.target_ntk(model, x, kernel="full", dtype=torch.float64)
+    return k.detach().cpu().double()
+
+
+def trace_from_full(k_full: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """(N c, N c) sample-major -> (N, N): the sum of each c x c block's diagonal."""
+    n = k_full.shape[0] // n_outputs
+    return k_full.reshape(n, n_outputs, n, n_outputs).diagonal(dim1=1, dim2=3).sum(-1)
+
+
+def trace_form_gap(k_full: torch.Tensor, n_outputs: int) -> float:
+    """||K_full - (K_trace / c) (x) I_c||_F / ||K_full||_F: how far the trace form (Prop. 1) is
+    from the kernel the dynamics use. 0 when the outputs decouple."""
+    kt = trace_from_full(k_full, n_outputs)
+    approx = torch.kron(kt / n_outputs, torch.eye(n_outputs, dtype=k_full.dtype))
+    norm = float(k_full.norm())
+    return float((k_full - approx).norm()) / norm if norm > 0 else 0.0
+
+
+def relative_drift(k_now: torch.Tensor, k0: torch.Tensor) -> float:
+    norm = float(k0.norm())
+    return float((k_now - k0).norm()) / norm if norm > 0 else 0.0
+
+
+def _eval_steps(steps: int) -> list[int]:
+    if steps + 1 <= MAX_POINTS:
+        return list(range(steps + 1))
+    every = -(-steps // (MAX_POINTS - 1))
+    out = list(range(0, steps + 1, every))
+    return out if out[-1] == steps else out + [steps]
+
+
+def agreement(
+    measured: list[float], predicted: list[float], tol: float = AGREEMENT
+) -> tuple[int, float]:
+    """(index of the last point before the first |p - m| / m > tol, worst relative error up to
+    and including it). Index len-1 when they never part."""
+    worst = 0.0
+    for i, (m, p) in enumerate(zip(measured, predicted)):
+        err = abs(p - m) / abs(m) if m else abs(p - m)
+        if err > tol:
+            return i - 1, worst
+        worst = max(worst, err)
+    return len(measured) - 1, worst
+
+
+def fit_with_spectrum(
+    cfg: ExperimentConfig,
+    source: nn.Module,
+    td: TargetData,
+    *,
+    n_source: int,
+    progress: ProgressFn | None = None,
+) -> tuple[ReprogrammedModel, FitResult]:
+    """``fit.reprogram`` with its step size and, in the kernel regime, its prediction.
+
+    Adam (or sgd with an explicit ``lr`` outside the kernel regime) runs as it is. Otherwise the
+    full kernel at theta_0 sets eta = rho N / lambda_max, and for the kernel regime the result's
+    ``kernel_regime`` holds: steps, measured_loss, predicted_loss (same length), rho, lr,
+    lr_lambda_max_over_n, lambda_max_full, agree_until (last step within ``AGREEMENT``),
+    parted_at (first step outside it, or None), worst_error, loss_drop (fraction of the measured
+    loss gone by agree_until), drift (at the end), drift_at_parting, trace_form_gap.
+    """
+    kernel_regime = cfg.regime == Regime.KERNEL.value
+    if not cfg.lr_from_spectrum and not kernel_regime:
+        return reprogram(cfg, source, td, n_source=n_source, progress=progress)
+    device = next(source.parameters()).device
+    model0 = theta0_model(cfg, source, td, n_source)
+    if not any(True for _ in model0.transform.parameters()):  # 'none': nothing to train
+        return reprogram(cfg, source, td, n_source=n_source, progress=progress, lr=0.0)
+    x, y = td.x_kernel.to(device), td.y_kernel.to(device)
+    if progress:
+        progress(0.0, f"full target NTK on {len(x)} samples for the step size")
+    k0 = full_kernel(model0, x)
+    w, v = torch.linalg.eigh(k0)
+    lam = float(w[-1])
+    n = len(x)
+    lr = float(cfg.lr) if cfg.lr > 0 else sgd_step_size(cfg.rho, n, lam)
+    if not kernel_regime:
+        return reprogram(cfg, source, td, n_source=n_source, progress=progress, lr=lr)
+
+    steps_at = _eval_steps(cfg.steps)
+    r0 = ntk.initial_residuals(model0, x, y)
+    pred = ntk.ntk_dynamics((w, v), r0, lr=lr, steps=cfg.steps, eval_steps=steps_at)["loss"]
+    pred_at = dict(zip(steps_at, pred))
+    measured: dict[int, float] = {}
+    parting: dict[str, Any] = {}
+
+    def watch(step: int, loss: float, model: nn.Module) -> None:
+        t = step - 1  # the loss passed in is L(theta_{step-1}), before this step's update
+        if t in pred_at:
+            measured[t] = loss
+            p = pred_at[t]
+            if not parting and loss and abs(p - loss) / abs(loss) > AGREEMENT:
+                parting["step"] = t
+                parting["state"] = {
+                    k: val.detach().clone() for k, val in model.transform.state_dict().items()
+                }
+
+    model, fit = reprogram(
+        cfg, source, td, n_source=n_source, progress=progress, lr=lr, on_step=watch
+    )
+    if fit.curves.eval_step and fit.curves.eval_step[-1] in pred_at:
+        measured.setdefault(fit.curves.eval_step[-1], fit.curves.kernel_loss[-1])
+    ts = [t for t in steps_at if t in measured]
+    meas = [measured[t] for t in ts]
+    pre = [pred_at[t] for t in ts]
+    last, worst = agreement(meas, pre)
+    k_end = full_kernel(model, x)
+    drift_at_parting = None
+    if "state" in parting:
+        probe = theta0_model(cfg, source, td, n_source)
+        probe.transform.load_state_dict(parting["state"])
+        drift_at_parting = relative_drift(full_kernel(probe, x), k0)
+    n_out = r0.shape[1]
+    fit.kernel_regime = {
+        "steps": ts,
+        "measured_loss": meas,
+        "predicted_loss": pre,
+        "rho": float(lr * lam / n) if lam > 0 else 0.0,
+        "lr": lr,
+        "lr_lambda_max_over_n": float(lr * lam / n),
+        "lambda_max_full": lam,
+        "n": n,
+        "n_outputs": n_out,
+        "agreement_tol": AGREEMENT,
+        "agree_until": ts[last] if last >= 0 else None,
+        "parted_at": ts[last + 1] if last + 1 < len(ts) else None,
+        "worst_error": worst,
+        "loss_drop": (1 - meas[last] / meas[0]) if last >= 0 and meas[0] else 0.0,
+        "drift": relative_drift(k_end, k0),
+        "drift_at_parting": drift_at_parting,
+        "trace_form_gap": trace_form_gap(k0, n_out),
+    }
+    return model, fit
