@@ -112,7 +112,7 @@ def test_a_row_naming_a_file_outside_the_store_neither_reads_nor_deletes_it(back
     victim.write_text("keep me")
     params = {"counter": str(tmp_path / "count"), "pad": 100_000}
     key = backend.run("robust-payload", CFG, params)["key"]
-    con = sqlite3.connect(backend.store.db_path)
+    con = sqlite3.connect(backend.store.directory / "cache.db")
     con.execute("UPDATE Cache SET filename = ? WHERE key = ?", ("../../victim.txt", key))
     con.commit()
     con.close()
