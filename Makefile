@@ -42,7 +42,7 @@ app: setup
 	@echo ""
 	@echo "==> Serving the dashboard at http://127.0.0.1:$(PORT)  (open it in a browser; Ctrl-C to stop)"
 	@echo ""
-	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) \
+	$(BIN)/streamlit run dashboard/serve.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
 test: setup browser

@@ -1,11 +1,12 @@
 """Server memory over many browser sessions: does the dashboard's resident memory stay flat?
 
-Starts a real dashboard server (``streamlit run dashboard/app.py``) on 127.0.0.1 at a free port,
-with its own cache directory, and opens ``--sessions`` sessions one after another (``--concurrency``
-at a time) the way a browser tab does, over Streamlit's own websocket protocol: connect to
-``/_stcore/stream``, ask for a script run of a page with a query string (a ``BackMsg`` holding a
-``ClientState``), read the page's messages until the run finishes, optionally switch to the next
-page in the same session, then close the socket, as closing a tab does. No browser is needed, so
+Starts a real dashboard server (``streamlit run dashboard/serve.py``, as ``make app`` does) on
+127.0.0.1 at a free port, with its own cache directory, and opens ``--sessions`` sessions one
+after another (``--concurrency`` at a time) the way a browser tab does, over Streamlit's own
+websocket protocol: connect to ``/_stcore/stream``, ask for a script run of a page with a query
+string (a ``BackMsg`` holding a ``ClientState``), read the page's messages until the run finishes,
+optionally switch to the next page in the same session, then close the socket, as closing a tab
+does (``--keep-open``: leave every tab open until the end). No browser is needed, so
 500 sessions take minutes on two cores.
 
 The first session computes the results the pages need (small settings, see ``FAST``); every later
@@ -116,7 +117,7 @@ def start_server(port: int, cache_dir: Path, log_path: Path, extra: list[str]) -
         "HF_HUB_OFFLINE": "1",
     }
     cmd = [
-        sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+        sys.executable, "-m", "streamlit", "run", "dashboard/serve.py",
         "--server.headless", "true", "--server.address", "127.0.0.1",
         "--server.port", str(port), "--browser.gatherUsageStats", "false", *extra,
     ]  # fmt: skip

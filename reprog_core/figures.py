@@ -140,6 +140,24 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def duration(seconds: Any) -> str:
+    """A duration for people: '0.8 s', '46 s', '7 min 40 s', '2 h 05 min'; None/NaN as '—'."""
+    try:
+        x = float(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    if math.isnan(x) or x < 0:
+        return "—"
+    if x < 10:
+        return f"{x:.1f} s"
+    total = round(x)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60} s"
+    return f"{total // 3600} h {total % 3600 // 60:02d} min"
+
+
 def pct(value: Any) -> str:
     """An accuracy in [0, 1] as a percentage."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -556,14 +574,20 @@ def fit_curves_figure(
     )
     base = fit.get("baseline_test_acc")
     if base is not None and not (isinstance(base, float) and math.isnan(base)):
-        fig.add_hline(
-            y=base,
+        # Named in the legend, not written on the plot (a label there sat on the accuracy curve).
+        steps_seen = [*curves.get("eval_step", []), *curves.get("step", [])]
+        x_end = max(steps_seen) if steps_seen else 1
+        fig.add_trace(
+            go.Scatter(
+                x=[0, x_end],
+                y=[base, base],
+                mode="lines",
+                name=f"baseline 'none' (nothing trained): {pct(base)}",
+                line={"dash": "dot", "color": MUTED, "width": 1.5},
+                hovertemplate=f"baseline 'none': {pct(base)}<extra></extra>",
+            ),
             row=1,
             col=3,
-            line={"dash": "dot", "color": MUTED},
-            annotation_text=f"baseline 'none' {pct(base)}",
-            annotation_position="bottom right",
-            annotation_font_color=MUTED,
         )
     _loss_axis(fig, [*curves.get("kernel_loss", []), *(dyn.get("loss") or [])], row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=3)
@@ -685,6 +709,40 @@ def _decade_dtick(fig: go.Figure) -> int | str | None:
     return 1 if np.log10(v.max() / v.min()) >= 2 else "D2"
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _log_ticks(*values: Any) -> dict[str, Any]:
+    """Tick positions and labels for a log axis over ``values``, every one labelled in full.
+
+    Plotly's own log ticks label the 2s and 5s between the powers of ten with a bare small digit,
+    which reads as stray numbers. Here: one tick per decade (thinned to at most 8) when the data
+    span 1.5 decades or more; otherwise 1, 2 and 5 times each power of ten, each written out.
+    """
+    arrays = [np.asarray(v, dtype=float).ravel() for v in values]
+    v = np.concatenate(arrays) if arrays else np.array([])
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return {"exponentformat": "power"}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    if math.log10(v.max() / v.min()) >= 1.5:
+        step = max(1, math.ceil((hi - lo + 1) / 8))
+        ticks = [10.0**e for e in range(lo, hi + 1, step)]
+    else:
+        ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in (1, 2, 5)]
+        ticks = [t for t in ticks if v.min() / 2 <= t <= v.max() * 2]
+
+    def label(t: float) -> str:
+        e = math.floor(math.log10(t) + 1e-9)
+        m = round(t / 10.0**e)
+        if -2 <= e <= 3:
+            return f"{t:g}"
+        power = f"10{str(e).translate(_SUPERSCRIPT)}"
+        return power if m == 1 else f"{m}×{power}"
+
+    return {"tickvals": ticks, "ticktext": [label(t) for t in ticks], "minor": {"showgrid": False}}
+
+
 def _loss_axis(fig: go.Figure, values: Sequence[Any], row: int, col: int) -> None:
     """Log scale when the loss falls by more than a decade (exponential decay reads as a line),
     linear otherwise (a log axis over a 0.1% range only prints unreadable ticks)."""
@@ -794,7 +852,7 @@ def source_card_rows(source: Result, config: Mapping[str, Any]) -> list[dict[str
         (
             "training",
             f"{source.get('epochs_run')} of at most {config.get('source_epochs')} epochs, "
-            f"{fmt(source.get('seconds'), 2)} s",
+            f"{duration(source.get('seconds'))}",
         ),
     ]
     return [{"property": a, "value": b} for a, b in rows]
@@ -859,8 +917,9 @@ def convergence_demo_figure(demo: Result) -> go.Figure:
             row=1,
             col=2,
         )
-    fig.update_yaxes(type="log", exponentformat="power", dtick=1, row=1, col=1, title="λ_i")
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2, title="loss")
+    fig.update_yaxes(type="log", row=1, col=1, title="λ_i", **_log_ticks(eig))
+    losses = [demo["loss_measured"], demo["loss_predicted"], *demo["loss_by_group"].values()]
+    fig.update_yaxes(type="log", row=1, col=2, title="loss", **_log_ticks(*losses))
     fig.update_xaxes(title="index i", row=1, col=1)
     fig.update_xaxes(title="gradient-descent step", row=1, col=2)
     fig.update_layout(
@@ -938,7 +997,11 @@ def width_demo_figure(demo: Result) -> go.Figure:
     fig.update_yaxes(title="Θ(x₀, x)", row=1, col=1)
     fig.update_xaxes(type="log", title="hidden width", tickvals=widths, row=1, col=2)
     fig.update_yaxes(
-        type="log", exponentformat="power", title="‖Θ_emp − Θ‖_F / ‖Θ‖_F", row=1, col=2
+        type="log",
+        title="‖Θ_emp − Θ‖_F / ‖Θ‖_F",
+        row=1,
+        col=2,
+        **_log_ticks(err, ref, err + np.asarray(demo["error_std"], dtype=float)),
     )
     fig.update_layout(
         template="plotly_white",

@@ -1,9 +1,10 @@
 """End to end: the real Streamlit server, driven by headless Chromium through Playwright.
 
-Starts ``streamlit run dashboard/app.py`` on a free port with its own cache directory, opens the
-Explore page with small settings, waits for the spectrum, changes the source depth and the input
-transformation in the sidebar, waits for the new spectrum and saves screenshots under
-``artifacts/browser/`` (or ``$REPROG_ARTIFACTS_DIR``).
+Starts ``streamlit run dashboard/serve.py`` (what ``make app`` serves) on a free port with its own
+cache directory, opens the Explore page with small settings, waits for the spectrum, changes the
+source depth and the input transformation in the sidebar, waits for the new spectrum; then opens
+the pages a new user meets (a failed request, the Depth sweep, no saved sweeps, Learn, an unknown
+path) and saves screenshots of each under ``artifacts/browser/`` (or ``$REPROG_ARTIFACTS_DIR``).
 
 Chromium comes from Debian (``make browser`` installs it as root); Playwright's own browser
 download cannot work offline. Without Chromium the test is skipped and says why.
@@ -77,10 +78,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "REPROG_CACHE_DIR": str(tmp / "cache"),
         "REPROG_THREADS": os.environ.get("REPROG_THREADS", "2"),
         "HF_HUB_OFFLINE": "1",
+        "REPROG_SWEEPS_DIR": str(tmp / "sweeps"),  # none saved: the page says so
     }
     log = open(tmp / "server.log", "w")  # closed in the finally below
     cmd = [
-        sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+        sys.executable, "-m", "streamlit", "run", "dashboard/serve.py",
         "--server.headless", "true", "--server.address", "127.0.0.1",
         "--server.port", str(port), "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
@@ -163,3 +165,67 @@ def test_explore_change_depth_and_transform(server: str) -> None:
     for name in ("explore-default.png", "explore-depth2-fc.png", "spectrum-depth2-fc.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
     print(f"screenshots in {ARTIFACTS}")
+
+
+def _tall(page: Any, name: str, height: int = 3000) -> None:
+    """Streamlit scrolls inside its own container: a tall viewport shows the whole page."""
+    page.set_viewport_size({"width": 1440, "height": height})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / name))
+    page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+def test_what_a_new_user_meets(server: str) -> None:
+    """The pages a new user opens, each saved as a screenshot to look at: a failed request (its
+    error, no 'Computing' box), the Depth sweep (computed on a click), saved sweeps when there
+    are none (no server path), the Learn page and an unknown path with a script tag in it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+
+            # A request that fails (no local copy of CIFAR-10): the error replaces the progress.
+            page.goto(f"{server}/?{FAST}&source_data=cifar10&seed=11")
+            expect(page.get_by_text("could not be computed").first).to_be_visible(
+                timeout=RESULT_TIMEOUT_MS
+            )
+            page.wait_for_timeout(2500)  # a frozen box would still be there now
+            expect(page.get_by_text("Computing: the source model")).to_have_count(0)
+            expect(page.locator("[data-testid='stProgress']")).to_have_count(0)
+            page.screenshot(path=str(ARTIFACTS / "failed-request.png"))
+
+            # Depth sweep: 2 of 4 points come from the Explore test above; a click computes 2.
+            page.goto(f"{server}/depth-sweep?{FAST}&transforms=vp,fc&depths=2,3")
+            button = page.get_by_role("button", name="missing points")
+            button.wait_for(timeout=60_000)
+            button.click()
+            expect(page.get_by_text("4 of 4 points ready")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+            _wait_for_chart(page, "Target accuracy against source depth")
+            _wait_for_chart(page, "against target accuracy")
+            _tall(page, "depth-sweep.png", 3400)
+
+            # Saved sweeps when there are none: a relative name, never the server's path.
+            page.goto(f"{server}/depth-sweep?source=saved")
+            expect(page.get_by_text("No saved sweeps in").first).to_be_visible(timeout=60_000)
+            text = page.locator("[data-testid='stMain']").inner_text()
+            assert str(ROOT) not in text and "/tmp" not in text, text
+            page.screenshot(path=str(ARTIFACTS / "saved-sweep-empty.png"))
+
+            page.goto(f"{server}/learn")
+            _wait_for_chart(page, "squared loss during gradient descent")
+            _wait_for_chart(page, "relative error vs width")
+            _tall(page, "learn.png", 4200)
+
+            # An unknown path with a script tag (and so a slash) in it: "Page not found", like
+            # any other unknown path, never an empty page.
+            page.goto(f"{server}/<script>alert(1)</script>")
+            expect(page.get_by_text("Page not found").first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "unknown-script-path.png"))
+        finally:
+            browser.close()
+    for name in ("failed-request.png", "depth-sweep.png", "saved-sweep-empty.png", "learn.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000

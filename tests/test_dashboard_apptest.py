@@ -101,8 +101,12 @@ def test_explore_renders_real_results_and_downloads() -> None:
     labels = [m.label for m in at.metric]
     assert "source test accuracy" in labels and "λ_min of the NTK" in labels
     assert all("%" in m.value for m in at.metric[:3])
-    tables = at.dataframe
-    assert len(tables) >= 2  # the source model card and the statistics table
+    assert at.dataframe  # the source model card
+    stats = at.table[0].value  # the statistics table: a table whose cells wrap
+    assert list(stats.columns) == ["statistic", "value", "what it means"]
+    card = at.dataframe[0].value
+    training = card.loc[card["property"] == "training", "value"].iloc[0]
+    assert training.endswith(" s") and "e+" not in training  # "7 min 40 s", "46 s", "0.8 s"
     downloads = {b.label for b in at.download_button}
     assert {
         "Results (JSON)",

@@ -66,11 +66,13 @@ st.session_state.setdefault("sw.transforms", DEFAULT_TRANSFORMS)
 st.session_state.setdefault("sw.depths", DEPTHS)
 st.session_state.setdefault("sw.stat", "lambda_min")
 
-c1, c2, c3 = st.columns([3, 2, 2])
+# Two rows, so the transformations' and the statistics' long names are not cut off.
+c1, c2 = st.columns([3, 2])
 transforms = c1.multiselect(
     "transformations", TRANSFORMS, key="sw.transforms", format_func=figures.TRANSFORM_NAMES.get
 )
 depths = c2.pills("source depths", DEPTHS, selection_mode="multi", key="sw.depths")
+c3, _ = st.columns([3, 2])
 stat = c3.selectbox(
     "statistic against accuracy",
     list(figures.SPECTRAL_STATS),

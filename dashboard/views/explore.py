@@ -90,7 +90,8 @@ else:
     )
     spec_fig = figures.spectrum_figure(kernel, weights)
     ui.plot(spec_fig, "spectrum")
-    st.dataframe(figures.spectrum_stats_rows(kernel), hide_index=True, width="stretch")
+    # A table, not a data grid: its cells wrap, so the "what it means" column is never cut off.
+    st.table(figures.spectrum_stats_rows(kernel), hide_index=True)
 
 # ---- fit curves ----------------------------------------------------------------------------
 st.subheader("The reprogramming fit")

@@ -32,6 +32,21 @@ def sweeps_dir() -> Path:
     return Path(os.environ.get("REPROG_SWEEPS_DIR") or _PROJECT / "sweeps")
 
 
+def shown(path: Path) -> str:
+    """A path as a page may show it: relative to the project (``sweeps/NAME``), or, for a folder
+    elsewhere (``$REPROG_SWEEPS_DIR``), only its last parts; never the server's absolute path."""
+    try:
+        return path.resolve().relative_to(_PROJECT).as_posix()
+    except ValueError:
+        pass
+    root = sweeps_dir()
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+    return "$REPROG_SWEEPS_DIR" + ("" if rel == "." else f"/{rel}")
+
+
 def saved_sweeps() -> list[str]:
     """Names of folders under ``sweeps_dir()`` that hold a ``results.json``, newest first."""
     root = sweeps_dir()
@@ -73,14 +88,15 @@ def render(requested: str | None) -> None:
     names = saved_sweeps()
     if not names:
         st.info(
-            f"No saved sweeps in `{sweeps_dir()}` yet. Run one, for example\n\n"
+            f"No saved sweeps in `{shown(sweeps_dir())}` yet. Run one, for example\n\n"
             "`python -m reprog_core sweep --preset paper-depth --out sweeps/paper-depth`\n\n"
             "and it appears here."
         )
         return
     if requested and requested not in names:
         st.warning(
-            f"URL parameter `sweep={requested}` names no saved sweep in `{sweeps_dir()}`; "
+            f"URL parameter `sweep={requested}` names no saved sweep in "
+            f"`{shown(sweeps_dir())}`; "
             f"showing `{names[0]}` instead."
         )
         requested = None
@@ -102,11 +118,12 @@ def render(requested: str | None) -> None:
     try:
         record = load_results(folder)
     except Exception as exc:  # a half-written or foreign file: say so, keep the page alive
-        st.error(f"Could not read the sweep in `{folder}`: {exc}")
+        why = str(exc).replace(str(folder), shown(folder))
+        st.error(f"Could not read the sweep in `{shown(folder)}`: {why}")
         return
     rows = record.get("rows") or []
     if not rows:
-        st.warning(f"`{folder}/results.json` holds no finished points.")
+        st.warning(f"`{shown(folder)}/results.json` holds no finished points.")
         return
     ui.random_weights_banner(record.get("weights"))
     cfg = record.get("config") or {}

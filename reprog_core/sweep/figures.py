@@ -69,12 +69,25 @@ def _layout(fig: go.Figure, title: str, rows: Sequence[Row], subtitle: str, heig
             bgcolor=RANDOM_COLOR,
             borderpad=4,
         )
+    # The legend goes under the x axis: above the plot it shared the band of the (long) subtitle
+    # and hid the top points. Markers are not clipped at the plot's edge (cliponaxis), and the
+    # figure is taller by the legend's band so the plot keeps its height.
+    for trace in fig.data:
+        if isinstance(trace, go.Scatter):
+            trace.cliponaxis = False
+    legend_px = 70
     fig.update_layout(
         title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"},
         template="plotly_white",
-        height=height,
-        margin={"l": 60, "r": 20, "t": 100, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+        height=height + legend_px,
+        margin={"l": 70, "r": 30, "t": 100, "b": 50 + legend_px},
+        legend={
+            "orientation": "h",
+            "yanchor": "top",
+            "y": -(50 + 6) / (height - 150),
+            "xanchor": "left",
+            "x": 0,
+        },
         hovermode="closest",
     )
 
