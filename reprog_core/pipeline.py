@@ -155,7 +155,9 @@ def _target_kernel(
 
 def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
     """What the NTK-predicted curve was computed with (step size and kernel form)."""
-    lr = dynamics.get("lr", [cfg.effective_lr])[0]
+    # Not .get("lr", [cfg.effective_lr]): the default is evaluated first, and for sgd without an
+    # lr effective_lr raises (the step size comes from the spectrum).
+    lr = dynamics["lr"][0] if dynamics.get("lr") else cfg.effective_lr
     if cfg.kernel_form == "full":
         return f"Prediction from the full kernel, step size {lr:g}."
     return (
