@@ -482,3 +482,52 @@ def test_shared_results_are_bounded() -> None:
     lru.get("k7")
     lru.put("k10", {})
     assert lru.get("k7") is not None and lru.get("k8") is None  # least recently used goes
+
+
+# --------------------------------------------------------------------------- labels for people
+def test_labels_a_new_user_reads() -> None:
+    from dashboard.views import saved_sweep
+    from reprog_core import demos, figures
+
+    assert [figures.duration(s) for s in (0.8, 46.2, 460, 3725)] == [
+        "0.8 s",
+        "46 s",
+        "7 min 40 s",
+        "1 h 02 min",
+    ]
+    demo = demos.spectrum_convergence(alpha=1.0, labels="even", step_size=1.0, steps=50)
+    fig = figures.convergence_demo_figure(demo)
+    for axis in (fig.layout.yaxis, fig.layout.yaxis2):  # every log tick labelled in full
+        assert axis.type == "log" and axis.tickvals and len(axis.ticktext) == len(axis.tickvals)
+        assert axis.dtick is None  # not plotly's D1/D2 ticks, which label the 2s and 5s bare
+    # A saved-sweeps folder is named relative to the project, never by its absolute path.
+    assert saved_sweep.shown(saved_sweep._PROJECT / "sweeps") == "sweeps"
+    assert str(saved_sweep._PROJECT) not in saved_sweep.shown(Path("/elsewhere/sweeps/x"))
+
+
+def test_multi_segment_paths_redirect_to_one_segment() -> None:
+    """`/<script>…</script>` (a slash inside) would load an empty page; it is redirected to a
+    one-segment address, which shows "Page not found" like any other unknown page."""
+    import asyncio
+
+    from dashboard.serve import OneSegmentPages
+
+    async def inner(scope, receive, send):  # Streamlit's own app
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    def call(path: str) -> tuple[int, str]:
+        sent: list[dict] = []
+
+        async def send(msg: dict) -> None:
+            sent.append(msg)
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        asyncio.run(OneSegmentPages(inner)(scope, None, send))
+        headers = dict(sent[0].get("headers", []))
+        return sent[0]["status"], headers.get(b"location", b"").decode()
+
+    status, where = call("/<script>alert(1)</script>")
+    assert status == 307 and where.count("/") == 1 and "<" not in where
+    assert call("/a/b") == (307, "/a-b")
+    for path in ("/", "/compare", "/_stcore/health", "/static/js/index.js", "/media/x.png"):
+        assert call(path)[0] == 200
