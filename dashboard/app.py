@@ -27,8 +27,10 @@ from dashboard import ui  # noqa: E402
 PAGE_PARAMS = {
     "compare": ("n", "c1", "c2", "c3", "c4"),
     "depth-sweep": ("transforms", "depths", "stat", "source", "sweep"),
-    "learn": ("alpha", "labels", "lr", "gd_steps", "widths", "nn_depth", "seeds"),
+    "learn": ("alpha", "labels", "learn_eta", "gd_steps", "widths", "nn_depth", "seeds"),
 }
+# Never a config field's name: that would be read as the config and carried to every page (Learn's
+# step size was once `lr`, which started Explore fits at Learn's η; tests check the names).
 
 st.set_page_config(page_title="Model reprogramming × NTK", page_icon="🔭", layout="wide")
 ui.start_session([p for params in PAGE_PARAMS.values() for p in params])

@@ -59,6 +59,8 @@ FIELD_LABELS: dict[str, str] = {
     "optimizer": "optimizer",
     "steps": "fit steps",
     "lr": "learning rate",
+    "regime": "kernel regime",
+    "rho": "ρ = η·λ_max/N",
     "batch_size": "batch size",
     "eval_every": "evaluate every",
     "n_kernel": "N kernel samples",

@@ -30,7 +30,14 @@ import streamlit as st
 from dashboard import state
 from reprog_core import data, figures
 from reprog_core.backend import BackendError, Handle, default_backend
-from reprog_core.config import ConfigError, ExperimentConfig, KernelForm, LossKind, OptimizerKind
+from reprog_core.config import (
+    ConfigError,
+    ExperimentConfig,
+    KernelForm,
+    LossKind,
+    OptimizerKind,
+    Regime,
+)
 
 CFG = "_cfg"
 PAGE = "_page"  # url_path of the page drawn in this run
@@ -76,7 +83,14 @@ HELP = {
     "optimizer": "adam: minibatch Adam (practical). sgd: full-batch gradient descent on the "
     "kernel samples (what the NTK prediction models).",
     "loss": "ce: cross-entropy. mse: squared loss (what the NTK prediction models).",
-    "lr": "0 means the transform's default learning rate.",
+    "lr": "0 means the default: Adam's per-transform rate, or for sgd η = ρ·N/λ_max of the "
+    "full target NTK.",
+    "regime": "Kernel regime: full-batch gradient descent on squared loss over the N kernel "
+    "samples, with the step size from the spectrum, so the NTK prediction describes the fit; "
+    "the page measures how long they agree and the kernel drift that makes them part. Off: the "
+    "practical fit (optimizer and loss as set under Advanced), with no prediction on its axes.",
+    "rho": "ρ = η·λ_max/N: the step size as a fraction of what the stiffest direction of the "
+    "full target NTK allows (gradient descent diverges above 2). η = ρ·N/λ_max.",
 }
 
 
@@ -239,6 +253,13 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         draw("kernel_form", _select, [k.value for k in KernelForm])
         draw("steps", _int, step=10)
         draw("seed", _int)
+        draw("regime", _regime_toggle)
+        if "regime" not in fixed and (
+            st.session_state.get(_wkey("regime"))
+            or st.session_state.get(_wkey("optimizer"), st.session_state[CFG]["optimizer"])
+            == OptimizerKind.SGD.value
+        ):
+            draw("rho", _rho_slider)
         with st.expander("Advanced"):
             for name in (
                 "width",
@@ -252,8 +273,13 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
             ):
                 draw(name, _int)
             draw("ntk_init", _checkbox)
-            draw("loss", _select, [k.value for k in LossKind])
-            draw("optimizer", _select, [k.value for k in OptimizerKind])
+            draw("loss", _select, [k.value for k in LossKind], on_change=_fit_choice_changed)
+            draw(
+                "optimizer",
+                _select,
+                [k.value for k in OptimizerKind],
+                on_change=_fit_choice_changed,
+            )
             draw("lr", _float)
         for name, why in fixed.items():
             st.caption(f"{state.FIELD_LABELS.get(name, name)}: {why}")
@@ -262,6 +288,8 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
     values = dict(st.session_state[CFG])
     for name in drawn:
         values[name] = st.session_state[_wkey(name)]
+    if "regime" in drawn:  # a toggle: True/False for 'kernel'/'practical'
+        values["regime"] = Regime.KERNEL.value if values["regime"] else Regime.PRACTICAL.value
     if isinstance(values.get("weights"), str):
         values["weights"] = values["weights"].strip() or "random"
     try:
@@ -299,6 +327,52 @@ def _float(name: str) -> None:
         min_value=0.0,
         step=0.01,
         format="%.4g",
+        key=_wkey(name),
+        help=HELP.get(name),
+    )
+
+
+def _regime_toggle(name: str) -> None:
+    """The kernel regime as a toggle. It sets optimizer sgd and loss mse (the config does the
+    same), so the Advanced selectors follow it, and turning it off returns them to Adam and
+    cross-entropy (sgd + mse *is* the kernel regime)."""
+    key = _wkey(name)
+    if key not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
+        st.session_state[key] = st.session_state[CFG][name] == Regime.KERNEL.value
+    st.toggle(state.FIELD_LABELS[name], key=key, help=HELP.get(name), on_change=_regime_changed)
+
+
+def _regime_changed() -> None:
+    on = bool(st.session_state.get(_wkey("regime")))
+    opt, loss = _wkey("optimizer"), _wkey("loss")
+    if on:
+        st.session_state[opt], st.session_state[loss] = OptimizerKind.SGD.value, LossKind.MSE.value
+    elif (
+        st.session_state.get(opt, st.session_state[CFG]["optimizer"]) == OptimizerKind.SGD.value
+        and st.session_state.get(loss, st.session_state[CFG]["loss"]) == LossKind.MSE.value
+    ):
+        st.session_state[opt] = state.DEFAULT.optimizer
+        st.session_state[loss] = state.DEFAULT.loss
+
+
+def _fit_choice_changed() -> None:
+    """Optimizer or loss changed under Advanced: sgd + mse is the kernel regime, anything else is
+    not, so the toggle follows."""
+    opt = st.session_state.get(_wkey("optimizer"), st.session_state[CFG]["optimizer"])
+    loss = st.session_state.get(_wkey("loss"), st.session_state[CFG]["loss"])
+    st.session_state[_wkey("regime")] = (
+        opt == OptimizerKind.SGD.value and loss == LossKind.MSE.value
+    )
+
+
+def _rho_slider(name: str) -> None:
+    _seed_widget(name)
+    st.session_state[_wkey(name)] = min(1.0, max(0.01, float(st.session_state[_wkey(name)])))
+    st.slider(
+        state.FIELD_LABELS[name],
+        min_value=0.01,
+        max_value=1.0,
+        step=0.01,
         key=_wkey(name),
         help=HELP.get(name),
     )

@@ -103,20 +103,16 @@ def kernel_description(kernel: Result, sep: str = " · ") -> str:
 
 
 def dynamics_comparability(config: Mapping[str, Any]) -> str:
-    """Whether the NTK-predicted and the measured loss should agree, given the fit's settings."""
-    opt, loss = config.get("optimizer"), config.get("loss")
-    if opt == "sgd" and loss == "mse":
+    """Whether the NTK prediction describes the fit, given its settings (one sentence)."""
+    if config.get("regime") == "kernel" or (
+        config.get("optimizer") == "sgd" and config.get("loss") == "mse"
+    ):
         return (
-            "Comparable: the NTK prediction assumes full-batch gradient descent on squared loss "
-            "(linearised model, the fit's learning rate), and this fit used exactly that "
-            "(optimizer sgd, loss mse)."
+            "Kernel regime: the fit is full-batch gradient descent on squared loss, which the "
+            "prediction models; how long they agree is measured at every step and the kernel "
+            "drift says why they part."
         )
-    return (
-        "Not directly comparable: the NTK prediction assumes full-batch gradient descent on "
-        f"squared loss, and this fit used optimizer {opt} with loss {loss}, so the curves differ "
-        "by construction; the prediction shows how fast the spectrum lets the loss fall. Choose "
-        "optimizer sgd and loss mse to compare them directly."
-    )
+    return practical_regime_note(config)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -489,25 +485,245 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
 
 
 # --------------------------------------------------------------------------- fit curves
+PREDICTION_COLOR = "#e8590c"
+EXPLODES = 10.0  # a prediction above this many times the initial measured loss "explodes"
+
+
+def _measured_kernel_loss(fit: Result) -> tuple[list[int], list[float]]:
+    """(steps, squared loss on the kernel samples): every step of the kernel regime's record
+    when there is one, else the fit's sparse evaluation points."""
+    kr = fit.get("kernel_regime") or {}
+    if kr.get("steps"):
+        return list(kr["steps"]), list(kr["measured_loss"])
+    c = fit.get("curves") or {}
+    return list(c.get("eval_step") or []), list(c.get("kernel_loss") or [])
+
+
+def prediction_horizon(kr: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+    """The part of the kernel regime's prediction that is drawn: the steps up to and including
+    ``agree_until`` (where it is within ``agreement_tol`` of the measured loss); empty when they
+    differ from the first step."""
+    until = kr.get("agree_until")
+    if until is None:
+        return [], []
+    pairs = [(t, p) for t, p in zip(kr.get("steps") or [], kr.get("predicted_loss") or [])]
+    return [t for t, _ in pairs if t <= until], [p for t, p in pairs if t <= until]
+
+
+def prediction_explodes(kr: Mapping[str, Any]) -> str | None:
+    """A sentence when the full prediction (drawn or not) runs away: non-finite, or above
+    ``EXPLODES`` times the initial measured loss. None otherwise."""
+    pred = np.asarray(
+        [np.nan if v is None else v for v in kr.get("predicted_loss") or []], dtype=float
+    )
+    meas = [v for v in kr.get("measured_loss") or [] if v is not None]
+    if not pred.size or not meas:
+        return None
+    steps = list(kr.get("steps") or range(pred.size))
+    ref = float(meas[0]) if meas[0] else float(max(meas))
+    bad = ~np.isfinite(pred) | (pred > EXPLODES * ref)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    peak = "is no longer finite" if not np.isfinite(pred[i]) else f"reaches {fmt(pred[i], 3)}"
+    return (
+        f"The NTK prediction explodes: it {peak} at step {steps[i]} (η·λ_max/N = "
+        f"{fmt(kr.get('lr_lambda_max_over_n'), 3)}; above 2 gradient descent on the linearised "
+        "model diverges along the stiffest direction). It is not drawn past the agreement horizon."
+    )
+
+
+def _draw_prediction(
+    fig: go.Figure,
+    kr: Mapping[str, Any],
+    *,
+    color: str,
+    row: int,
+    col: int,
+    label: str = "",
+    dash: str = "solid",
+    show_legend: bool = True,
+) -> None:
+    """The kernel regime's prediction up to ``agree_until``, and a vertical marker at
+    ``parted_at`` naming the kernel drift there."""
+    xs, ys = prediction_horizon(kr)
+    tol = kr.get("agreement_tol", 0.1)
+    if xs:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=(f"{label}: " if label else "")
+                + f"NTK prediction, full kernel (within {tol:.0%} up to step {xs[-1]})",
+                legendgroup=label or None,
+                showlegend=show_legend,
+                line={"color": color, "width": 2, "dash": dash},
+            ),
+            row=row,
+            col=col,
+        )
+    parted = kr.get("parted_at")
+    if parted is not None:
+        drift = kr.get("drift_at_parting")
+        why = f"kernel drift {fmt(drift, 2)}" if drift is not None else "kernel drift unknown"
+        fig.add_vline(
+            x=parted,
+            row=row,
+            col=col,
+            line={"dash": "dot", "color": color, "width": 1.5},
+            annotation_text=(f"{label}: " if label else "")
+            + f"prediction and fit part here ({why})",
+            annotation_position="top right",
+            annotation_font={"color": color, "size": 11},
+            annotation_bgcolor="rgba(255,255,255,0.75)",
+        )
+
+
+def _measured_loss_axis(fig: go.Figure, values: Sequence[Any], row: int, col: int) -> None:
+    """Log or linear as ``_loss_axis`` decides, with the range set from the measured values only:
+    nothing drawn with them (a prediction) can stretch the axis."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return
+    pos = v[v > 0]
+    if pos.size and pos.max() / pos.min() > 10:
+        lo, hi = math.log10(pos.min()) - 0.1, math.log10(pos.max()) + 0.1
+        fig.update_yaxes(type="log", exponentformat="power", range=[lo, hi], row=row, col=col)
+    else:
+        lo, hi = float(v.min()), float(v.max())
+        pad = 0.08 * (hi - lo) if hi > lo else 0.1 * abs(hi) or 0.1
+        fig.update_yaxes(
+            range=[max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad], row=row, col=col
+        )
+
+
+def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
+    """What the kernel-regime figure shows, in words: ρ, η, η·λ_max/N, the agreement horizon and
+    the loss drop within it, where prediction and fit part and the kernel drift there and at the
+    end."""
+    tol = kr.get("agreement_tol", 0.1)
+    steps = kr.get("steps") or [0]
+    parts = [
+        f"Kernel regime: full-batch gradient descent on squared loss over the N = {kr.get('n')} "
+        f"kernel samples, step size η = ρ·N/λ_max = {fmt(kr.get('lr'), 3)} with ρ = "
+        f"{fmt(kr.get('rho'), 3)} (η·λ_max/N = {fmt(kr.get('lr_lambda_max_over_n'), 3)}; λ_max "
+        f"= {fmt(kr.get('lambda_max_full'), 3)} of the full kernel, N·c_T = "
+        f"{_nc(kr)} rows). The prediction is the linearised model's loss from the full kernel "
+        "at θ₀."
+    ]
+    until, parted = kr.get("agree_until"), kr.get("parted_at")
+    drop = f"{100 * float(kr.get('loss_drop') or 0.0):.0f}%"
+    if until is None:
+        parts.append(
+            f"Prediction and fit differ by more than {tol:.0%} from the first step, so no "
+            "prediction is drawn."
+        )
+    elif parted is None:
+        parts.append(
+            f"It stays within {tol:.0%} of the measured loss over all {steps[-1]} steps "
+            f"(worst {100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss "
+            f"falls by {drop}."
+        )
+    else:
+        dp = kr.get("drift_at_parting")
+        parts.append(
+            f"It stays within {tol:.0%} of the measured loss up to step {until} (worst "
+            f"{100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss falls by "
+            f"{drop}; they part at step {parted}, where the kernel has drifted by "
+            f"{fmt(dp, 2)} (‖Θ(θ_t) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F): the model is no longer linear in θ, "
+            "so the prediction is not drawn beyond it."
+        )
+    parts.append(f"Kernel drift at the end (step {steps[-1]}): {fmt(kr.get('drift'), 2)}.")
+    boom = prediction_explodes(kr)
+    if boom:
+        parts.append(boom)
+    return " ".join(parts)
+
+
+def _nc(kr: Mapping[str, Any]) -> str:
+    n, c = kr.get("n"), kr.get("n_outputs")
+    return f"{n * c}" if isinstance(n, int) and isinstance(c, int) else "N·c_T"
+
+
+def practical_regime_note(config: Mapping[str, Any]) -> str:
+    """Why a practical fit's loss axes carry no NTK prediction."""
+    opt, loss = config.get("optimizer"), config.get("loss")
+    batches = "full batch" if opt == "sgd" else f"minibatches of {config.get('batch_size', 'B')}"
+    loss_name = {"ce": "cross-entropy", "mse": "squared loss"}.get(str(loss), str(loss))
+    return (
+        "No NTK prediction on these axes: the prediction models full-batch gradient descent on "
+        f"squared loss with a fixed kernel, and this fit used {opt} on {loss_name} ({batches}), "
+        "which it does not describe. What the spectrum does say about speed is under the "
+        "spectrum (time scales of its modes). Switch on 'Kernel regime' in the sidebar to test "
+        "the prediction against a fit it describes."
+    )
+
+
+def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str | None:
+    """What the spectrum says about the speed of a fit, in words: the time scale N/(η λ_i) of the
+    top and the bottom mode for full-batch gradient descent on squared loss at η = ρ N / λ_max,
+    i.e. (λ_max / λ_i) / ρ steps. None when there is no spectrum."""
+    stats = (kernel or {}).get("stats") or {}
+    lam_max, lam_min = stats.get("lambda_max"), stats.get("lambda_min")
+    if not kernel or not lam_max or not lam_min or lam_max <= 0 or lam_min <= 0:
+        return None
+    rho = float(config.get("rho") or 0.1)
+    top, bottom = 1.0 / rho, lam_max / lam_min / rho
+    steps = config.get("steps")
+    rank, size = stats.get("rank"), len(stats.get("eigenvalues") or [])
+    text = (
+        f"Time scales, for full-batch gradient descent on squared loss at η = ρ·N/λ_max (ρ = "
+        f"{fmt(rho, 3)}): the error along eigen-direction i shrinks by (1 − ρ·λ_i/λ_max) per "
+        f"step, a time scale of N/(η·λ_i) = (λ_max/λ_i)/ρ steps. Top mode (λ_max): "
+        f"{fmt(top, 3)} steps; slowest mode that can be fitted (λ_min): {fmt(bottom, 3)} steps"
+    )
+    if isinstance(steps, int) and steps > 0:
+        text += f" (the fit runs {steps:,})"
+    text += "."
+    if isinstance(rank, int) and size and rank < size:
+        text += f" The {size - rank} directions beyond the rank are not fitted at all."
+    if kernel.get("kernel") == "trace":
+        text += (
+            " Read from the trace form, so the ratios are approximate: the dynamics use the full "
+            "kernel."
+        )
+    if config.get("regime") != "kernel":
+        text += (
+            f" This fit uses {config.get('optimizer')} on {config.get('loss')} loss, so these "
+            "are indicative, not a prediction of its curve."
+        )
+    return text
+
+
 def fit_curves_figure(
     fit: Result, kernel: Result | None = None, weights: str | None = None
 ) -> go.Figure:
-    """The reprogramming fit: training loss, the squared loss on the N kernel samples with the
-    NTK-predicted loss drawn over it, and accuracy, all against the step.
+    """The reprogramming fit: training loss, the squared loss on the N kernel samples, and
+    accuracy, all against the step.
 
-    ``fit`` is a FitResult dict; ``kernel`` the KernelResult dict whose ``dynamics`` holds the
-    prediction (absent for transform 'none').
+    The NTK prediction is drawn on the loss axes only where it describes the fit: in the kernel
+    regime (``fit['kernel_regime']``: full-batch GD on squared loss, step size from the full
+    kernel), and there only up to the step where it stays within the agreement tolerance of the
+    measured loss, with the step where they part marked and the kernel drift named. A practical
+    fit (Adam, cross-entropy, minibatches) gets no prediction on its axes; what the spectrum says
+    about it is ``spectrum_timescales``. The y-range follows the measured loss.
+
+    ``fit`` is a FitResult dict; ``kernel`` the KernelResult dict (None for transform 'none').
     """
     curves = fit.get("curves") or {}
     cfg = fit.get("config") or {}
     weights = weights if weights is not None else fit.get("weights")
+    kr = fit.get("kernel_regime") or None
     fig = make_subplots(
         rows=1,
         cols=3,
         subplot_titles=(
             f"training loss ({'cross-entropy' if cfg.get('loss') == 'ce' else 'squared'}, "
             "per batch)",
-            "squared loss on the N kernel samples",
+            "squared loss on the N kernel samples"
+            + (": measured vs NTK prediction" if kr else " (measured)"),
             "accuracy",
         ),
         horizontal_spacing=0.07,
@@ -523,31 +739,21 @@ def fit_curves_figure(
         row=1,
         col=1,
     )
+    measured_x, measured_y = _measured_kernel_loss(fit)
     fig.add_trace(
         go.Scatter(
-            x=curves.get("eval_step", []),
-            y=curves.get("kernel_loss", []),
-            mode="lines+markers",
+            x=measured_x,
+            y=measured_y,
+            mode="lines+markers" if len(measured_x) <= 60 else "lines",
             name="measured squared loss (kernel samples)",
-            line={"color": PALETTE[0], "width": 2},
+            line={"color": PALETTE[0], "width": 2.5},
             marker={"size": 6},
         ),
         row=1,
         col=2,
     )
-    dyn = (kernel or {}).get("dynamics") or {}
-    if dyn.get("step"):
-        fig.add_trace(
-            go.Scatter(
-                x=dyn["step"],
-                y=dyn["loss"],
-                mode="lines",
-                name="NTK-predicted squared loss (from the spectrum)",
-                line={"color": "#e8590c", "width": 2, "dash": "dash"},
-            ),
-            row=1,
-            col=2,
-        )
+    if kr:
+        _draw_prediction(fig, kr, color=PREDICTION_COLOR, row=1, col=2)
     fig.add_trace(
         go.Scatter(
             x=curves.get("step", []),
@@ -589,17 +795,18 @@ def fit_curves_figure(
             row=1,
             col=3,
         )
-    _loss_axis(fig, [*curves.get("kernel_loss", []), *(dyn.get("loss") or [])], row=1, col=2)
+    _measured_loss_axis(fig, measured_y, row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=3)
     fig.update_xaxes(title="step")
-    note = dynamics_comparability(cfg)
-    if dyn.get("note"):
-        note += " " + dyn["note"]
-    if not dyn.get("step"):
+    if kernel is None and not kr:
         note = "No NTK prediction: transform 'none' has no parameters to take a kernel over."
+    elif kr:
+        note = kernel_regime_caption(kr)
+    else:
+        note = practical_regime_note(cfg)
     stopped = fit.get("stopped")
     if stopped:
-        note = f"STOPPED EARLY: {stopped}  " + note
+        note = f"STOPPED EARLY (the fit diverged or broke off): {stopped}  " + note
     lines = _wrap(note)
     height, bottom = 560, 120 + 15 * (lines.count("<br>") + 1)
     _footnote(fig, lines, y=_below_px(height, bottom, 105))
@@ -617,29 +824,36 @@ def fit_curves_figure(
 def curves_overlay_figure(
     fits: Sequence[Result | None], kernels: Sequence[Result | None], labels: Sequence[str]
 ) -> go.Figure:
-    """Several fits: measured (solid) and NTK-predicted (dashed) kernel-sample loss, and test
-    accuracy, one colour per config."""
+    """Several fits: measured kernel-sample loss (solid) and test accuracy, one colour per
+    config. A fit in the kernel regime also gets its NTK prediction (dashed) up to the step where
+    it stops agreeing with the measured loss, and a dotted marker where they part; a practical
+    fit gets none. The loss axis follows the measured values only."""
+    any_kr = any((f or {}).get("kernel_regime") for f in fits)
     fig = make_subplots(
         rows=1,
         cols=2,
         subplot_titles=(
-            "squared loss on the kernel samples: measured (solid), NTK-predicted (dashed)",
+            "squared loss on the kernel samples: measured (solid)"
+            + (", NTK prediction where it holds (dashed)" if any_kr else ""),
             "target test accuracy",
         ),
         horizontal_spacing=0.08,
     )
     any_random = False
-    for i, (fit, kernel, label) in enumerate(zip(fits, kernels, labels)):
+    measured_all: list[float] = []
+    for i, (fit, _kernel, label) in enumerate(zip(fits, kernels, labels)):
         if not fit:
             continue
         any_random |= fit.get("weights") == "random"
         color = PALETTE[i % len(PALETTE)]
         c = fit.get("curves") or {}
+        mx, my = _measured_kernel_loss(fit)
+        measured_all += my
         fig.add_trace(
             go.Scatter(
-                x=c.get("eval_step"),
-                y=c.get("kernel_loss"),
-                mode="lines+markers",
+                x=mx,
+                y=my,
+                mode="lines+markers" if len(mx) <= 60 else "lines",
                 name=label,
                 legendgroup=label,
                 line={"color": color, "width": 2},
@@ -648,20 +862,17 @@ def curves_overlay_figure(
             row=1,
             col=1,
         )
-        dyn = (kernel or {}).get("dynamics") or {}
-        if dyn.get("step"):
-            fig.add_trace(
-                go.Scatter(
-                    x=dyn["step"],
-                    y=dyn["loss"],
-                    mode="lines",
-                    name=f"{label} (NTK prediction)",
-                    legendgroup=label,
-                    showlegend=False,
-                    line={"color": color, "width": 1.5, "dash": "dash"},
-                ),
+        kr = fit.get("kernel_regime")
+        if kr:
+            _draw_prediction(
+                fig,
+                kr,
+                color=color,
                 row=1,
                 col=1,
+                label=label.split(":")[0],
+                dash="dash",
+                show_legend=False,
             )
         fig.add_trace(
             go.Scatter(
@@ -677,20 +888,15 @@ def curves_overlay_figure(
             row=1,
             col=2,
         )
-    _loss_axis(
-        fig,
-        [v for f in fits if f for v in (f.get("curves") or {}).get("kernel_loss", [])],
-        row=1,
-        col=1,
-    )
+    _measured_loss_axis(fig, measured_all, row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title="step")
     weights = "random" if any_random else None
     fig.update_layout(
         title=_title(
             "Reprogramming fits, overlaid",
-            "the NTK prediction assumes full-batch gradient descent on squared loss "
-            "(optimizer sgd + loss mse make it comparable)",
+            "the NTK prediction is drawn only for fits in the kernel regime (full-batch gradient "
+            "descent on squared loss), and only while it agrees with the measured loss",
             weights,
         )
     )

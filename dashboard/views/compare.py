@@ -12,8 +12,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import downloads, state, ui
-from reprog_core import data, figures
-from reprog_core.config import ConfigError, ExperimentConfig, KernelForm, LossKind, OptimizerKind
+from reprog_core import cautions, data, figures
+from reprog_core.config import (
+    ConfigError,
+    ExperimentConfig,
+    KernelForm,
+    LossKind,
+    OptimizerKind,
+    Regime,
+)
 from reprog_core.pipeline import sweep_row
 
 LETTERS = "ABCD"
@@ -29,6 +36,7 @@ VARY = (
     "mapping",
     "n_kernel",
     "kernel_form",
+    "regime",
     "optimizer",
     "loss",
     "steps",
@@ -36,11 +44,18 @@ VARY = (
 )
 
 
+REGIME_NAMES = {
+    "practical": "practical (optimizer and loss as chosen)",
+    "kernel": "kernel regime (full-batch GD, squared loss)",
+}
+
+
 def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
-    """What a column shows before anyone touches it: the paper's first question (vp vs fc), then
-    a shallower and a deeper source."""
+    """What a column shows before anyone touches it: the paper's first question, the padding
+    prompt against the fully connected layer (A follows the sidebar, fc by default; B is the
+    other one of vp and fc), then a shallower and a deeper source."""
     if i == 1:
-        return {"transform": "fc" if base.transform != "fc" else "vp"}
+        return {"transform": "vp" if base.transform == "fc" else "fc"}
     if i == 2:
         return {"depth": 1 if base.depth != 1 else 2}
     if i == 3:
@@ -50,6 +65,24 @@ def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
 
 def _wkey(i: int, name: str) -> str:
     return f"cmp.{i}.{name}"
+
+
+def _regime_changed(i: int) -> None:
+    """A column's regime: kernel means sgd + mse; back to practical from sgd + mse means the
+    defaults (sgd + mse would be the kernel regime again)."""
+    opt, loss = _wkey(i, "optimizer"), _wkey(i, "loss")
+    if st.session_state[_wkey(i, "regime")] == Regime.KERNEL.value:
+        st.session_state[opt], st.session_state[loss] = OptimizerKind.SGD.value, LossKind.MSE.value
+    elif (st.session_state.get(opt), st.session_state.get(loss)) == ("sgd", "mse"):
+        st.session_state[opt] = state.DEFAULT.optimizer
+        st.session_state[loss] = state.DEFAULT.loss
+
+
+def _fit_changed(i: int) -> None:
+    kernel = (st.session_state.get(_wkey(i, "optimizer")), st.session_state.get(_wkey(i, "loss")))
+    st.session_state[_wkey(i, "regime")] = (
+        Regime.KERNEL.value if kernel == ("sgd", "mse") else Regime.PRACTICAL.value
+    )
 
 
 st.title("Compare what-ifs")
@@ -137,14 +170,36 @@ for i, col in enumerate(columns):
             st.number_input("N kernel samples", lo, hi, step=8, key=_wkey(i, "n_kernel"))
             st.selectbox("kernel form", [k.value for k in KernelForm], key=_wkey(i, "kernel_form"))
             st.selectbox(
-                "optimizer",
-                [k.value for k in OptimizerKind],
-                key=_wkey(i, "optimizer"),
-                help=ui.HELP["optimizer"],
+                "fit regime",
+                list(REGIME_NAMES),
+                key=_wkey(i, "regime"),
+                format_func=REGIME_NAMES.get,
+                help=ui.HELP["regime"],
+                on_change=_regime_changed,
+                args=(i,),
             )
-            st.selectbox(
-                "fit loss", [k.value for k in LossKind], key=_wkey(i, "loss"), help=ui.HELP["loss"]
-            )
+            if st.session_state[_wkey(i, "regime")] == Regime.KERNEL.value:
+                st.caption(
+                    f"optimizer sgd, loss mse, full batch; η = ρ·N/λ_max with ρ = {base.rho:g} "
+                    "(sidebar)"
+                )
+            else:
+                st.selectbox(
+                    "optimizer",
+                    [k.value for k in OptimizerKind],
+                    key=_wkey(i, "optimizer"),
+                    help=ui.HELP["optimizer"],
+                    on_change=_fit_changed,
+                    args=(i,),
+                )
+                st.selectbox(
+                    "fit loss",
+                    [k.value for k in LossKind],
+                    key=_wkey(i, "loss"),
+                    help=ui.HELP["loss"],
+                    on_change=_fit_changed,
+                    args=(i,),
+                )
             lo, hi = ui.allowed_ranges()["steps"]
             st.number_input("fit steps", lo, hi, step=10, key=_wkey(i, "steps"))
             st.number_input("seed", 0, 2**31 - 1, key=_wkey(i, "seed"))
@@ -238,9 +293,24 @@ summary = pd.DataFrame(
         "alignment": [figures.fmt(r["alignment"], 3) for r in rows],
     }
 )
+krs = [r["fit"].get("kernel_regime") or {} for _, r in ready]
+if any(krs):
+    summary["η·λ_max/N"] = [figures.fmt(k.get("lr_lambda_max_over_n"), 3) for k in krs]
+    summary["prediction holds until step"] = [
+        figures.fmt(k.get("agree_until")) if k else "— (practical)" for k in krs
+    ]
+    summary["kernel drift (end)"] = [figures.fmt(k.get("drift"), 2) for k in krs]
 st.dataframe(summary, hide_index=True, width="stretch")
 if len(ready) < len(reqs):
     st.caption(f"{len(ready)} of {len(reqs)} configurations are ready; the rest appear when done.")
+for lab, r in ready:
+    notes = cautions.result_cautions(r)
+    if notes:
+        st.warning(
+            f"**{lab.split(':')[0]}**:\n"
+            + "\n".join(f"- {state.md_text(m, limit=2000)}" for m in notes),
+            icon="⚠️",
+        )
 
 spec_fig = figures.spectra_overlay_figure(
     [r.get("kernel") for _, r in ready], [lab for lab, _ in ready]
@@ -250,6 +320,15 @@ curves_fig = figures.curves_overlay_figure(
     [r["fit"] for _, r in ready], [r.get("kernel") for _, r in ready], [lab for lab, _ in ready]
 )
 ui.plot(curves_fig, "cmp.curves")
+for lab, r in ready:
+    kr = r["fit"].get("kernel_regime")
+    text = (
+        figures.kernel_regime_caption(kr)
+        if kr
+        else figures.spectrum_timescales(r.get("kernel"), r["config"])
+    )
+    if text:
+        st.caption(f"**{lab.split(':')[0]}** · {state.md_text(text, limit=2000)}")
 
 st.subheader("Downloads")
 c1, c2, c3, c4 = st.columns(4)

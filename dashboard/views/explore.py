@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import downloads, ui
-from reprog_core import figures
+from dashboard import downloads, state, ui
+from reprog_core import cautions, figures
 
 st.title("Explore one reprogrammed model")
 st.markdown(
@@ -69,8 +69,9 @@ c5.metric(
     figures.fmt(stats.get("effective_rank"), 3),
     help="how many directions carry the kernel's weight",
 )
-if fit.get("stopped"):
-    st.warning(f"The fit stopped early: {fit['stopped']}", icon="⚠️")
+# ---- what the figures below must not be read without ------------------------------------------
+for msg in cautions.result_cautions(result):
+    st.warning(state.md_text(msg, limit=2000), icon="⚠️")
 
 # ---- source model card ---------------------------------------------------------------------
 st.subheader("Source model")
@@ -92,14 +93,52 @@ else:
     ui.plot(spec_fig, "spectrum")
     # A table, not a data grid: its cells wrap, so the "what it means" column is never cut off.
     st.table(figures.spectrum_stats_rows(kernel), hide_index=True)
+    timescales = figures.spectrum_timescales(kernel, rcfg)
+    if timescales:
+        st.markdown("**What this spectrum says about the speed of a fit**")
+        st.caption(state.md_text(timescales, limit=2000))
 
 # ---- fit curves ----------------------------------------------------------------------------
 st.subheader("The reprogramming fit")
-st.caption(
-    "Middle panel: the measured squared loss on the kernel samples (solid) and the loss the NTK "
-    "spectrum predicts (dashed). They match when training stays in the linear (kernel) regime "
-    "and the fit uses full-batch gradient descent on squared loss."
-)
+kr = fit.get("kernel_regime")
+if kr:
+    st.caption(
+        "Kernel regime: the fit is full-batch gradient descent on squared loss over the kernel "
+        "samples, the setting the NTK prediction models. Middle panel: the measured loss and the "
+        "prediction from the full kernel at θ₀, drawn only while the two agree within "
+        f"{kr.get('agreement_tol', 0.1):.0%}; the dotted line marks where they part, and the "
+        "kernel drift there says why (the kernel has moved, so the model is no longer linear)."
+    )
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric(
+        "prediction holds until step",
+        "—" if kr.get("agree_until") is None else f"{kr['agree_until']:,}",
+        help=f"last step with |predicted − measured| / measured ≤ {kr.get('agreement_tol', 0.1)}",
+    )
+    k2.metric(
+        "loss drop within it",
+        figures.pct(kr.get("loss_drop")),
+        help="fraction of the measured loss gone by that step",
+    )
+    k3.metric(
+        "kernel drift (end)",
+        figures.fmt(kr.get("drift"), 2),
+        help="‖Θ(θ_end) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F: 0 in the lazy (linear) regime",
+    )
+    k4.metric(
+        "η·λ_max/N",
+        figures.fmt(kr.get("lr_lambda_max_over_n"), 3),
+        help=f"η = {figures.fmt(kr.get('lr'), 3)}; gradient descent diverges above 2",
+    )
+else:
+    st.caption(
+        "Middle panel: the measured squared loss on the kernel samples. No NTK prediction is "
+        "drawn on it: this fit (optimizer "
+        f"{rcfg.get('optimizer')}, loss {rcfg.get('loss')}) is not the full-batch gradient "
+        "descent on squared loss that the prediction models. What the spectrum says about speed "
+        "is under the spectrum; the **Kernel regime** switch in the sidebar runs a fit it does "
+        "describe."
+    )
 curves_fig = figures.fit_curves_figure(fit, kernel, weights)
 ui.plot(curves_fig, "curves")
 

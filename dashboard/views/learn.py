@@ -36,7 +36,8 @@ if ui.first_visit("learn"):
     warns += w
     labels, w = state.parse_choice("labels", ui.page_param("labels"), list(LABEL_NAMES), "even")
     warns += w
-    lr, w = state.parse_number("lr", ui.page_param("lr"), 0.1, 1.9, 1.0)
+    # Not `lr`: that is a config field, and a Learn URL carrying it started Explore fits at it.
+    lr, w = state.parse_number("learn_eta", ui.page_param("learn_eta"), 0.1, 1.9, 1.0)
     warns += w
     gd_steps, w = state.parse_number(
         "gd_steps", ui.page_param("gd_steps"), 20, 1000, 200, integer=True
@@ -243,7 +244,7 @@ ui.sync_url(
     {
         "alpha": state.to_param(float(alpha)),
         "labels": str(labels),
-        "lr": state.to_param(float(lr)),
+        "learn_eta": state.to_param(float(lr)),
         "gd_steps": str(gd_steps),
         "widths": ",".join(map(str, widths)),
         "nn_depth": str(nn_depth),

@@ -1,0 +1,142 @@
+"""What a result page must say in words before anyone reads its figures.
+
+``result_cautions(result)`` takes an explore result (``pipeline.run_explore``'s dict: config,
+source, fit, kernel) and returns sentences, each one a reason the figures could mislead: a fit
+that ends below its baseline, a source model near chance or cut off by its epoch budget, a
+statistic computed on too few samples or set by the numerical tolerance, the trace form shown
+where the dynamics use the full kernel, a diverged fit or an exploding prediction, and, for
+gradient descent, the step size against the stiffest mode (η·λ_max/N). Pure: no Streamlit, no
+torch; the dashboard shows them, the tests check them (docs/science.md, "Regimes").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from reprog_core.figures import fmt, pct, prediction_explodes
+
+NEAR_CHANCE = 0.15  # a source within this of chance (1 / classes) says little about reprogramming
+TOLERANCE_FACTOR = 10.0  # lambda_min within this factor of the rank tolerance is set by it
+MIN_PER_OUTPUT = 2  # N below MIN_PER_OUTPUT * c_T: too few samples for alignment / eff. rank
+
+
+def _num(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _source_classes(config: Mapping[str, Any]) -> int | None:
+    try:
+        from reprog_core import data
+
+        return int(data.dataset_spec(str(config.get("source_data"))).n_classes)
+    except Exception:  # an unknown data set name: no chance level to compare with
+        return None
+
+
+def result_cautions(result: Mapping[str, Any], n_source_classes: int | None = None) -> list[str]:
+    """The sentences to show above an explore result's figures (empty when there is nothing to
+    say). ``n_source_classes`` defaults to the source data set's class count."""
+    cfg = result.get("config") or {}
+    fit = result.get("fit") or {}
+    src = result.get("source") or {}
+    kernel = result.get("kernel") or {}
+    stats = kernel.get("stats") or {}
+    kr = fit.get("kernel_regime") or {}
+    out: list[str] = []
+
+    # the fit itself
+    if fit.get("stopped"):
+        out.append(f"The fit did not run to the end: {fit['stopped']}")
+    target, base = _num(fit.get("target_test_acc")), _num(fit.get("baseline_test_acc"))
+    if target is not None and base is not None and target < base and cfg.get("transform") != "none":
+        out.append(
+            f"The fit ends below its baseline: target test accuracy {pct(target)} after training "
+            f"θ, against {pct(base)} for the same source model with transform 'none' (nothing "
+            "trained). Training the input transformation made things worse here."
+        )
+    boom = prediction_explodes(kr) if kr else None
+    if boom:
+        out.append(boom)
+
+    # the source model
+    classes = n_source_classes or _source_classes(cfg)
+    acc = _num(src.get("source_test_acc"))
+    if classes and acc is not None and acc < 1.0 / classes + NEAR_CHANCE:
+        out.append(
+            f"The source model is near chance: test accuracy {pct(acc)} on "
+            f"{cfg.get('source_data')}, where guessing gives {pct(1.0 / classes)} ({classes} "
+            "classes). A fit on top of it shows little about reprogramming; give the source more "
+            "images per class or epochs."
+        )
+    if src.get("stopped_by") == "epoch cap":
+        out.append(
+            f"The source model stopped at its epoch cap ({src.get('epochs_run')} of at most "
+            f"{cfg.get('source_epochs')} epochs) while its validation accuracy may still have "
+            "been improving: it has not converged. Raise the source epochs."
+        )
+
+    # the kernel's statistics
+    n, c = kernel.get("n"), kernel.get("n_outputs")
+    if isinstance(n, int) and isinstance(c, int) and n < MIN_PER_OUTPUT * c:
+        out.append(
+            f"The kernel statistics rest on N = {n} samples for c_T = {c} target classes (fewer "
+            f"than {MIN_PER_OUTPUT} per class): the alignment and the effective rank are noisy "
+            "at this size. Raise N kernel samples."
+        )
+    lam_min, tol = _num(stats.get("lambda_min")), _num(stats.get("rank_tol"))
+    if lam_min and tol and 0 < lam_min < TOLERANCE_FACTOR * tol:
+        out.append(
+            f"λ_min = {fmt(lam_min, 3)} is within {TOLERANCE_FACTOR:g}× of the rank tolerance "
+            f"{fmt(tol, 2)} ({lam_min / tol:.1f}×): it is set by the numerical tolerance, not the "
+            "data. Read it as 'about zero'; the rank and the spectrum's shape say more."
+        )
+    if kernel.get("kernel") == "trace":
+        gap = _num(kr.get("trace_form_gap")) if kr else None
+        how_far = (
+            f"here ‖K_full − (K_trace/c)⊗I‖_F / ‖K_full‖_F = {fmt(gap, 2)}"
+            if gap is not None
+            else "they agree only when the outputs decouple, which a trained source model's "
+            "do not (switch on the kernel regime to measure the gap)"
+        )
+        out.append(
+            "The spectrum shown is the trace form (N×N, summed over the outputs). It is not the "
+            "kernel the dynamics use: gradient descent moves along the full kernel (N·c_T × "
+            f"N·c_T); {how_far}."
+        )
+
+    # the step size of gradient descent against the spectrum
+    if cfg.get("optimizer") == "sgd":
+        ratio = _num(kr.get("lr_lambda_max_over_n")) if kr else None
+        lr = _num(fit.get("lr"))
+        user_lr = _num(cfg.get("lr")) or 0.0
+        if ratio is None and user_lr <= 0 and lr:
+            ratio = _num(cfg.get("rho"))  # eta = rho N / lambda_max(K_full) by construction
+        if ratio is None and kernel.get("kernel") == "full" and lr:
+            lam, nk = _num(stats.get("lambda_max")), kernel.get("n")
+            ratio = lr * lam / nk if lam and isinstance(nk, int) and nk else None
+        if ratio is None:
+            out.append(
+                f"Gradient descent with step size η = {fmt(lr, 3)}: η·λ_max/N of the full kernel "
+                "is unknown here (it is at most 2 for a stable fit)."
+            )
+        else:
+            verdict = (
+                "above 2: gradient descent diverges along the stiffest direction"
+                if ratio > 2
+                else "between 1 and 2: the stiffest direction oscillates as it converges"
+                if ratio > 1
+                else "below 1: every direction converges monotonically"
+            )
+            out.append(
+                f"Gradient descent with step size η = {fmt(lr, 3)}: η·λ_max/N = {fmt(ratio, 3)} "
+                f"for the full kernel ({verdict})."
+            )
+    return out
