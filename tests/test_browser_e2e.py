@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
 ]
 # Small but real computations: a one-epoch source model on 20 images per class, 20 fit steps.
 FAST = "steps=20&n_kernel=16&source_per_class=20&source_epochs=1&eval_every=5&target_per_class=20"
-RESULT_TIMEOUT_MS = 240_000
+RESULT_TIMEOUT_MS = 600_000  # a shared 2-core machine under load: a cold result can take minutes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
