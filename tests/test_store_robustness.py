@@ -9,6 +9,7 @@ corrupted page.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import sqlite3
@@ -346,49 +347,53 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
 
 def test_full_disk_loses_nothing_admin_works_and_service_resumes(tiny_disk, tmp_path):
     cache = tiny_disk / "cache"
-    counter = tmp_path / "count"  # outside the tiny disk
+    params = {"counter": str(tmp_path / "count"), "pad": 60_000}  # counter: off the tiny disk
     backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1)
-    stored = [
-        backend.run(
-            "robust-payload", CFG.replace(depth=d), {"counter": str(counter), "pad": 60_000}
-        )
-        for d in (1, 2, 3)
-    ]
+    stored = [backend.run("robust-payload", CFG.replace(depth=d), params) for d in (1, 2, 3)]
     filler = fill_disk(tiny_disk)
 
-    new = backend.run(
-        "robust-payload", CFG.replace(depth=4), {"counter": str(counter), "pad": 60_000}
-    )
+    new = backend.run("robust-payload", CFG.replace(depth=4), params)
     assert new["cache"] == "computed" and new["pad"] == "x" * 60_000  # the result is still returned
-    assert new["warnings"] == [
-        f"disk full at {cache / 'results'}: free space or set REPROG_CACHE_DIR"
-    ]
+    full = f"disk full at {cache / 'results'}: free space or set REPROG_CACHE_DIR"
+    assert new["warnings"] == [full]
     for r in stored:  # nothing already stored is lost or moved
         assert backend.store.get(r["key"])["pad"] == "x" * 60_000
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
         "locks",
         "results",
     ]
+    backend.close()
+    del backend, r
+    gc.collect()  # the worker threads' connections too: the last one removes the -wal and -shm
+    assert not list((cache / "results").glob("cache.db-*"))
+    # What a process that tried to open the store on the full disk leaves: an empty WAL and a
+    # shared-memory file it could not extend (seen with `fit` on a full 2 MiB tmpfs).
+    filler.unlink()
+    (cache / "results" / "cache.db-wal").write_bytes(b"")
+    (cache / "results" / "cache.db-shm").write_bytes(b"\0\0\0")
+    filler = fill_disk(tiny_disk)
 
-    # A second process (the CLI) on the full disk: the admin commands work.
+    # A new process (the CLI) on the full disk: the admin commands work, read-only.
     info = cli("cache", "info", cache=cache)
     assert info.returncode == 0, info.stderr
     assert "count: 3" in info.stdout and "corrupt: []" in info.stdout
+    assert "read_only: disk full" in info.stdout
     ls = cli("cache", "ls", cache=cache)
     assert ls.returncode == 0 and len(ls.stdout.splitlines()) == 3, ls.stderr
-    assert len(cache_ls(backend)) == 3 and not list(cache.parent.glob("*/results.corrupt-*"))
+    clear = cli("cache", "clear", cache=cache)  # cannot write: says so in one line, loses nothing
+    assert clear.returncode == 1 and clear.stderr == f"python -m reprog_core cache: {full}\n"
+
+    backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1)  # a server started now
+    assert backend.store.read_only == "disk full"
+    assert len(cache_ls(backend)) == 3 and not list(cache.parent.glob("results.corrupt-*"))
+    for d in (1, 2, 3):  # still served from the store
+        assert backend.run("robust-payload", CFG.replace(depth=d), params)["cache"] == "hit"
     assert len(list(cache.rglob("*.val"))) == 3  # no orphan value file from the failed write
 
     filler.unlink()  # space is back: the same backend stores again
-    again = backend.run(
-        "robust-payload", CFG.replace(depth=4), {"counter": str(counter), "pad": 60_000}
-    )
+    again = backend.run("robust-payload", CFG.replace(depth=4), params)
     assert again["cache"] == "computed" and "warnings" not in again
-    assert (
-        backend.run(
-            "robust-payload", CFG.replace(depth=4), {"counter": str(counter)} | {"pad": 60_000}
-        )["cache"]
-        == "hit"
-    )
+    assert backend.store.read_only is None
+    assert backend.run("robust-payload", CFG.replace(depth=4), params)["cache"] == "hit"
     assert cache_info(backend)["count"] == 4
     backend.close()

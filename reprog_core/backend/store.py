@@ -587,13 +587,23 @@ class Store:
         if self.cache is not None:
             return self.cache._con  # diskcache's per-thread connection
         if self._ro is None:
-            self._ro = sqlite3.connect(
-                f"file:{self.db_path}?mode=ro",
-                uri=True,
-                timeout=self.busy_timeout_s,
-                check_same_thread=False,
-            )
+            self._ro = self._read_only_connection("mode=ro")
+            try:  # a WAL database needs its -shm file, which a full disk may not let SQLite create
+                self._ro.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error:
+                self._ro.close()
+                # Read the database file as it is: what the last writer checkpointed (a store
+                # nobody has open was checkpointed in full when it was closed).
+                self._ro = self._read_only_connection("mode=ro&immutable=1")
         return self._ro
+
+    def _read_only_connection(self, flags: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{self.db_path}?{flags}",
+            uri=True,
+            timeout=self.busy_timeout_s,
+            check_same_thread=False,
+        )
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only query, applying the error policy (see the module docstring)."""
