@@ -258,7 +258,7 @@ async def drive(
         await asyncio.gather(*(worker(j) for j in range(i, mark)))
         i = max(i, mark)
         if time.monotonic() > stop_at:
-            errors.append(f"stopped after {args.max_minutes} minutes (--max-minutes)")
+            print(f"stopped after {args.max_minutes} minutes (--max-minutes)", flush=True)
             samples.append(sample(pid, done, t0))
             break
         samples.append(sample(pid, done, t0))
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--query", default=FAST, help="the query string every page is opened with")
     ap.add_argument("--session-timeout-s", type=float, default=120.0)
-    ap.add_argument("--max-minutes", type=float, default=20.0, help="stop the run after this long")
+    ap.add_argument("--max-minutes", type=float, default=40.0, help="stop the run after this long")
     ap.add_argument(
         "--keep-open",
         action="store_true",
@@ -371,13 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     growth = end.rss_mib / base.rss_mib - 1
     peak = max(s.rss_mib for s in samples if s.sessions >= args.warmup)
     verdict = "flat" if growth <= args.tolerance and not errors else "NOT flat"
+    if end.sessions < args.sessions:
+        verdict += f" (stopped early: {end.sessions} of {args.sessions} sessions)"
     print(
         f"\nafter warm-up ({base.sessions} sessions): {base.rss_mib:.0f} MiB; "
         f"after {end.sessions}: {end.rss_mib:.0f} MiB ({100 * growth:+.1f} %, "
         f"peak {peak:.0f} MiB) -> {verdict} "
         f"(tolerance {100 * args.tolerance:.0f} %)"
     )
-    return 0 if verdict == "flat" else 1
+    return 0 if verdict.startswith("flat") and end.sessions == args.sessions else 1
 
 
 if __name__ == "__main__":
