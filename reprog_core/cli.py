@@ -308,6 +308,10 @@ def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict
     if getattr(args, "download", False):
         ensure_downloaded(cfg)
 
+    from reprog_core.source_model.training import budget_warnings
+
+    for warning in budget_warnings(cfg):  # said before anything trains (docs/science.md)
+        sys.stderr.write(f"python -m reprog_core {args.command}: warning: {warning}\n")
     backend = default_backend()
     if args.device:
         params = {**params, "device": args.device}

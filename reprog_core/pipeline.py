@@ -234,7 +234,20 @@ def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
         "decay_exponent": stats.get("decay_exponent", nan),
         "n_params_transform": fit["n_params_transform"],
         "stopped": fit["stopped"],
+        "regime": cfg.get("regime", "practical"),
+        # Squared loss on the N kernel samples before and after the fit: the quantity whose
+        # decrease the spectrum predicts (in the kernel regime, the loss the fit minimises).
+        "kernel_loss_drop": _loss_drop(fit.get("curves", {}).get("kernel_loss") or []),
+        "kernel_drift": (fit.get("kernel_regime") or {}).get("drift", nan),
+        "agree_until": (fit.get("kernel_regime") or {}).get("agree_until", nan),
     }
+
+
+def _loss_drop(losses: list[float]) -> float:
+    """Fraction of the first loss gone by the last (NaN without two finite values)."""
+    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
+        return math.nan
+    return 1 - losses[-1] / losses[0] if losses[0] else math.nan
 
 
 def _task(fn: Callable[..., dict[str, Any]]):

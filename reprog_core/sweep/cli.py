@@ -89,6 +89,10 @@ def main_from_args(args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"note: the {base.backbone} backbone has RANDOM weights (not pretrained)\n"
         )
+    from reprog_core.source_model.training import budget_warnings
+
+    for warning in budget_warnings(base):  # before the sources train, not after
+        sys.stderr.write(f"warning: {warning}\n")
 
     def on_stage(index: int, fraction: float, stage: str) -> None:
         if live:
