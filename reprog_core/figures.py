@@ -564,6 +564,7 @@ def _draw_prediction(
             col=col,
         )
     parted = kr.get("parted_at")
+    last = max(kr.get("steps") or [1])
     if parted is not None:
         drift = kr.get("drift_at_parting")
         why = f"kernel drift {fmt(drift, 2)}" if drift is not None else "kernel drift unknown"
@@ -574,7 +575,8 @@ def _draw_prediction(
             line={"dash": "dot", "color": color, "width": 1.5},
             annotation_text=(f"{label}: " if label else "")
             + f"prediction and fit part here ({why})",
-            annotation_position="top right",
+            # Written on the side with room: near the right end it would run into the next panel.
+            annotation_position="top left" if parted > 0.6 * last else "top right",
             annotation_font={"color": color, "size": 11},
             annotation_bgcolor="rgba(255,255,255,0.75)",
         )

@@ -163,7 +163,7 @@ def test_explore_kernel_regime_switch() -> None:
     assert next(m for m in at.metric if m.label == "η·λ_max/N").value == "0.1"
     curves = next(s for s in charts(at) if "measured vs NTK prediction" in s).replace("<br>", " ")
     assert "with ρ = 0.1" in curves and "Kernel drift at the end" in curves
-    assert "η·λ_max/N = 0.1 for the full kernel" in warnings_text(at)
+    assert "η·λ_max/N = 0.1 for the full kernel" in warnings_text(at).replace("\\", "")
     # Off again: back to the practical fit (Adam, cross-entropy), not stuck in sgd + mse.
     at.sidebar.toggle(key="cfg.regime").set_value(False).run()
     cfg = at.session_state["_cfg"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state, ui
-from reprog_core import demos, figures
+from dashboard import demos_cache, state, ui
+from reprog_core import figures
 
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
 LABEL_NAMES = {
@@ -19,14 +19,9 @@ LABEL_NAMES = {
 }
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _convergence(alpha: float, labels: str, step_size: float, steps: int) -> dict:
-    return demos.spectrum_convergence(alpha=alpha, labels=labels, step_size=step_size, steps=steps)
-
-
-@st.cache_data(show_spinner="Building networks and their kernels ...", max_entries=32)
-def _width(widths: tuple[int, ...], depth: int, seeds: int) -> dict:
-    return demos.ntk_width_convergence(widths=widths, depth=depth, seeds=seeds)
+# Cached in the server process, and warmed at start-up (dashboard/warm.py).
+_convergence = demos_cache.convergence
+_width = demos_cache.width
 
 
 # ---- URL settings, read once per session ------------------------------------------------------
@@ -222,9 +217,13 @@ st.markdown(
   normalised eigenvalues).
 - **Alignment**: how much of the labels lies along the large eigenvalues (near 1: most).
 - **Σ|Θ(x,x′)|/N**: the term in the paper's bound on the generalisation gap.
-- **NTK-predicted loss**: the formula of section 3 applied to the real kernel, drawn over the
-  real fit. It assumes full-batch gradient descent on squared loss; choose `optimizer sgd` and
-  `loss mse` in the sidebar's Advanced section to make the fit match that assumption.
+- **NTK-predicted loss**: the formula of section 3 applied to the real (full) kernel. It
+  describes full-batch gradient descent on squared loss while the kernel stays put, so it is
+  drawn only in the **kernel regime** (the sidebar's switch; step size η = ρ·N/λ_max), and only
+  up to the step where it stops agreeing with the measured loss; a dotted line marks that step
+  and names the **kernel drift** ‖Θ(θ_t) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F that explains it. A practical
+  fit (Adam, cross-entropy, minibatches) gets no prediction on its axes, only the time scales
+  its spectrum implies.
 - **RANDOM weights**: without a network, no pretrained CLIP weights can be downloaded here.
   A `clip-cnn` source with random weights is marked in red on every figure: it shows the method
   at work, not CLIP's pretrained features.
