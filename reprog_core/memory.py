@@ -25,12 +25,13 @@ checks that against a subprocess's peak RSS) and not far above it:
   ``vp-fc`` the construction of the initial matrix (an identity of side 3t^2, and for ``fc`` the
   interpolated copy and its transpose); the target images; the larger of a training batch (with
   input gradients through the source) and an evaluation batch of 256.
-- **kernel** (structured path, the one ``auto`` picks for every built-in transform): a float64
-  copy of the whole reprogrammed model; the input-gradient rows (N x c_T x columns) and fc
-  features; the Gram matrix x2 (x3 with an fc and a prompt part), the eigenvectors and LAPACK
-  ``syevd``'s workspace (three more matrices, ``ntk.budget.eigendecomposition_bytes``); one
-  working chunk of 32 samples with its saved activations and ``BUFFERS`` activations of backward
-  buffers. ``--n`` counts N samples; ``kernel=full`` makes every matrix (N c_T)^2.
+- **kernel** (structured path, the one ``auto`` picks for every built-in transform): the target
+  images; the reprogrammed model and its float64 copy; the input-gradient rows (N x c_T x
+  columns) and fc features; the Gram matrix x2 (x3 with an fc and a prompt part), the
+  eigenvectors and LAPACK ``syevd``'s workspace (three more matrices,
+  ``ntk.budget.eigendecomposition_bytes``); one working chunk of 32 samples with its saved
+  activations and ``BUFFERS`` activations of backward buffers. ``--n`` counts N samples;
+  ``kernel=full`` makes every matrix (N c_T)^2.
 
 ``clip-cnn`` sources are not estimated here (their backbone is measured when it is built; the
 kernel engine's own budget still applies): ``estimate`` returns None for them.
@@ -217,10 +218,13 @@ def kernel(cfg: ExperimentConfig, n: int | None = None, form: str | None = None)
     t_params, _ = _transform_params(cfg)
     p_src = _source_params(cfg, k_src) if not cfg.uses_backbone else 0
     chunk = min(KERNEL_CHUNK, max(n, 1))
+    native = _classes_and_size(cfg.target)[1]
+    n_img = c * (cfg.target_per_class + TARGET_TEST_PER_CLASS) + n
     return MemoryEstimate(
         f"target NTK ({form}, N={n})",
         {
-            "float64 model copy": (p_src + t_params) * F64,
+            "target images": n_img * (2 * 3 * native + 3 * cfg.target_size**2) * F32,
+            "the model, and its float64 copy": (p_src + t_params) * (F32 + F64),
             "input-gradient rows and fc features": n * (c * (n_prompt + n_fc) + d_in) * F64,
             f"{matrices} matrices of {rows}x{rows}": matrices * rows * rows * F64,
             f"chunk of {chunk} (gradients, activations, backward buffers)": chunk
