@@ -102,19 +102,6 @@ def kernel_description(kernel: Result, sep: str = " · ") -> str:
     return f"{what}{sep}{form} · N = {n} samples" + (f" · {method}" if method else "") + partial
 
 
-def dynamics_comparability(config: Mapping[str, Any]) -> str:
-    """Whether the NTK prediction describes the fit, given its settings (one sentence)."""
-    if config.get("regime") == "kernel" or (
-        config.get("optimizer") == "sgd" and config.get("loss") == "mse"
-    ):
-        return (
-            "Kernel regime: the fit is full-batch gradient descent on squared loss, which the "
-            "prediction models; how long they agree is measured at every step and the kernel "
-            "drift says why they part."
-        )
-    return practical_regime_note(config)
-
-
 def fmt(value: Any, digits: int = 4) -> str:
     """A number for people: None/NaN as '—', large or tiny values in scientific notation."""
     if value is None:
@@ -583,8 +570,9 @@ def _draw_prediction(
 
 
 def _measured_loss_axis(fig: go.Figure, values: Sequence[Any], row: int, col: int) -> None:
-    """Log or linear as ``_loss_axis`` decides, with the range set from the measured values only:
-    nothing drawn with them (a prediction) can stretch the axis."""
+    """Log scale when the measured loss falls by more than a decade (exponential decay reads as a
+    line), linear otherwise, with the range set from the measured values only: nothing drawn
+    with them (a prediction) can stretch the axis."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     v = v[np.isfinite(v)]
     if not v.size:
@@ -949,15 +937,6 @@ def _log_ticks(*values: Any) -> dict[str, Any]:
         return power if m == 1 else f"{m}×{power}"
 
     return {"tickvals": ticks, "ticktext": [label(t) for t in ticks], "minor": {"showgrid": False}}
-
-
-def _loss_axis(fig: go.Figure, values: Sequence[Any], row: int, col: int) -> None:
-    """Log scale when the loss falls by more than a decade (exponential decay reads as a line),
-    linear otherwise (a log axis over a 0.1% range only prints unreadable ticks)."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    if v.size and v.max() / v.min() > 10:
-        fig.update_yaxes(type="log", exponentformat="power", row=row, col=col)
 
 
 # --------------------------------------------------------------------------- images
