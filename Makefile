@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PORT    ?= 8501
+WARM    ?= 1
 STAMP   := $(VENV)/.setup-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup app test lint format bench browser clean-cache
@@ -42,7 +43,8 @@ app: setup
 	@echo ""
 	@echo "==> Serving the dashboard at http://127.0.0.1:$(PORT)  (open it in a browser; Ctrl-C to stop)"
 	@echo ""
-	$(BIN)/streamlit run dashboard/serve.py --server.address 127.0.0.1 --server.port $(PORT) \
+	@if [ "$(WARM)" = "0" ]; then echo "    (warm-up off)"; else echo "    Computing the default views in the background (make app WARM=0 to skip)"; fi
+	REPROG_WARM=$(WARM) $(BIN)/streamlit run dashboard/serve.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
 test: setup browser

@@ -21,7 +21,7 @@ os.environ.setdefault("REPROG_ORPHAN_POLICY", "cancel")
 
 import streamlit as st  # noqa: E402
 
-from dashboard import ui  # noqa: E402
+from dashboard import demos_cache, ui, warm  # noqa: E402
 
 # Each page's own URL parameters: not config fields, and not to be warned about as unknown.
 PAGE_PARAMS = {
@@ -33,6 +33,8 @@ PAGE_PARAMS = {
 # step size was once `lr`, which started Explore fits at Learn's η; tests check the names).
 
 st.set_page_config(page_title="Model reprogramming × NTK", page_icon="🔭", layout="wide")
+# Once per server process: compute the default views in the background (REPROG_WARM=0: off).
+warm.start(ui.backend(), demos_cache.WARMERS)
 ui.start_session([p for params in PAGE_PARAMS.values() for p in params])
 
 _VIEWS = Path(__file__).resolve().parent / "views"

@@ -9,6 +9,10 @@ import tempfile
 # read a result a developer computed by hand, and never write into the project's .cache.
 os.environ.setdefault("REPROG_CACHE_DIR", tempfile.mkdtemp(prefix="reprog-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The dashboard warms its default views when a server starts; in tests (AppTest, the browser
+# test's server) that would train the default source in the background. tests/test_warm.py
+# turns it on where it is the subject.
+os.environ.setdefault("REPROG_WARM", "0")
 
 import torch  # noqa: E402
 

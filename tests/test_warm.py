@@ -1,0 +1,59 @@
+"""The dashboard's start-up warm-up: the default views are computed in the background."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dashboard import warm
+from reprog_core.backend import Backend
+from reprog_core.config import ExperimentConfig
+
+TINY = ExperimentConfig(
+    source_per_class=10, source_epochs=1, target_per_class=10, n_kernel=8, steps=3, eval_every=3
+)
+
+
+@pytest.fixture
+def fresh_warm(monkeypatch):
+    monkeypatch.setattr(warm, "_started", False)
+    monkeypatch.setattr(warm, "_status", {"state": "off", "done": [], "errors": []})
+    return warm
+
+
+def test_defaults_warmed_are_the_default_pages_configs():
+    items = warm.default_items()
+    cfgs = [cfg for _, cfg, _ in items]
+    assert cfgs[0] == ExperimentConfig()
+    assert {c.transform for c in cfgs} == {"vp", "fc"}  # Explore's default and Compare's other
+
+
+def test_warm_up_computes_in_the_background_and_once(fresh_warm, monkeypatch, tmp_path):
+    monkeypatch.setenv(warm.ENV, "1")
+    monkeypatch.setattr(
+        warm, "default_items", lambda: [("explore", TINY, "tiny"), ("explore", TINY, "again")]
+    )
+    demo_ran = threading.Event()
+    backend = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1)
+    try:
+        t0 = time.monotonic()
+        assert warm.start(backend, [demo_ran.set])
+        assert time.monotonic() - t0 < 2.0  # the caller (the server) does not wait for it
+        assert not warm.start(backend, [])  # once per process
+        deadline = time.monotonic() + 600
+        while warm.status()["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        st = warm.status()
+        assert st["state"] == "done" and not st["errors"], st
+        assert demo_ran.is_set()
+        assert backend.get("explore", TINY, {}) is not None  # the first visitor gets a hit
+    finally:
+        backend.close()
+
+
+def test_warm_up_off(fresh_warm, monkeypatch):
+    monkeypatch.setenv(warm.ENV, "0")
+    assert not warm.start(object(), [])
+    assert warm.status()["state"] == "off"
