@@ -269,6 +269,22 @@ class ExperimentConfig:
             raise ValueError("the sgd step size comes from the spectrum: use sgd_step_size()")
         return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[self.transform]
 
+    def kernel_config(self) -> ExperimentConfig:
+        """This config with the fit-only fields at their defaults: the fields that determine the
+        target NTK at theta_0 and its spectrum are kept (source, target, transform, mapping, and
+        the optimizer, which picks the images the label mapping is fitted on), so a what-if that
+        changes only the steps, step size, batch or loss reuses the stored kernel."""
+        d = ExperimentConfig.__dataclass_fields__
+        return self.replace(
+            steps=d["steps"].default,
+            lr=d["lr"].default,
+            rho=d["rho"].default,
+            batch_size=d["batch_size"].default,
+            eval_every=d["eval_every"].default,
+            loss=LossKind.CE.value,
+            regime=Regime.PRACTICAL.value,
+        )
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

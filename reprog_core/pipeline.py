@@ -177,7 +177,9 @@ def run_explore(
     n_source = data.dataset_spec(cfg.source_data).n_classes
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
-    kernel = _target_kernel(cfg, source, td) if cfg.transform != "none" else None
+    kernel = None
+    if cfg.transform != "none":
+        kernel = _stored_kernel(cfg) or _target_kernel(cfg, source, td).to_dict()
     _, fit = fit_with_spectrum(
         cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93)
     )
@@ -197,8 +199,26 @@ def run_explore(
         "weights": cfg.weights_label,
         "source": src.to_dict(),
         "fit": fit.to_dict(),
-        "kernel": kernel.to_dict() if kernel else None,
+        "kernel": kernel,
     }
+
+
+def _stored_kernel(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The target-NTK record a page already asked for (the ``ntk`` task on
+    ``cfg.kernel_config()``, stored by the running backend), or None: a what-if that changes only
+    the fit's settings reuses the kernel instead of recomputing it."""
+    from reprog_core.backend.service import current_backend
+
+    backend = current_backend()
+    if backend is None:
+        return None
+    try:
+        hit = backend.get("ntk", cfg.kernel_config(), {})
+    except Exception:  # noqa: BLE001 - a store that cannot be read means: compute it
+        return None
+    if hit is None:
+        return None
+    return {k: v for k, v in hit.items() if k not in ("cache", "key", "versions")}
 
 
 def sweep_row(result: dict[str, Any]) -> dict[str, Any]:

@@ -22,18 +22,41 @@ if cfg is None:
     st.stop()
 ui.sync_url(cfg)
 
-req = ui.Request("explore", cfg, "Source model, target NTK and reprogramming fit")
-ui.drop_stale([req.key])
+req = ui.Request("explore", cfg, "Reprogramming fit and baseline")
+# Stages stream in: the source card as soon as the source model is ready, the spectrum as soon as
+# the kernel is, the fit last. The kernel request leaves out the fit-only settings
+# (``kernel_config``), so a what-if on steps, step size or loss reuses the stored kernel.
+src_req = ui.Request("source", cfg, "Source model")
+ker_req = (
+    ui.Request("ntk", cfg.kernel_config(), "Target NTK") if cfg.transform != "none" else None
+)
+stage_reqs = [r for r in (src_req, ker_req) if r is not None]
+ui.drop_stale([req.key] + [r.key for r in stage_reqs])
 ui.random_weights_banner(cfg.weights_label)
-result = ui.fetch(req, also=("sweep-point",))  # a Depth sweep point is the same computation
+result = ui.fetch(req, start=False, also=("sweep-point",))  # a Depth sweep point: the same
 if result is None:
-    if ui.pending([req.key]):
+    staged = {r.kind: ui.fetch(r) for r in stage_reqs}  # submitted before the fit: they come first
+    result = ui.fetch(req, also=("sweep-point",))
+if result is None:
+    if staged.get("source"):
+        st.subheader("Source model")
+        st.dataframe(
+            figures.source_card_rows(staged["source"], cfg.to_dict()),
+            hide_index=True,
+            width="stretch",
+        )
+    if staged.get("ntk"):
+        st.subheader("Spectrum of the target NTK")
+        ui.plot(figures.spectrum_figure(staged["ntk"], cfg.weights_label), "spectrum-early")
+    keys = [r.key for r in stage_reqs] + [req.key]
+    if ui.pending(keys):
         st.info(
             "Computing: the source model is trained (or loaded from the cache), then the target "
-            "NTK and the fit. Settings that were computed before appear at once.",
+            "NTK, then the fit. Each part appears here as soon as it is ready; settings that were "
+            "computed before appear at once.",
             icon="⏳",
         )
-    ui.watch([req.key])
+    ui.watch(keys)
     st.stop()
 
 fit, src, kernel = result["fit"], result["source"], result.get("kernel")

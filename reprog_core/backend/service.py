@@ -605,6 +605,13 @@ _default: Backend | None = None
 _default_lock = threading.Lock()
 
 
+def current_backend() -> Backend | None:
+    """The process-wide backend if one is running (never creates one): a task can read a stored
+    stage of another task through it (e.g. the explore task reuses a stored kernel)."""
+    with _default_lock:
+        return _default if _default is not None and not _default._closed else None
+
+
 def default_backend() -> Backend:
     """The process-wide backend (created on first call from the environment; thread-safe)."""
     global _default

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,6 +127,28 @@ def load_or_train_source(
     """
     dev = resolve_device(str(device) if device is not None else None)
     path = stored_source_path(cfg)
+    # One trainer per source key, across threads and processes: a page that asks for the source
+    # card, the kernel and the fit at once (each a backend job) trains the source once; the
+    # others wait here and load it. An flock, so a killed trainer never leaves it held.
+    try:
+        lock = filelock.FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError:  # no room for the lock file (full disk) or a read-only store: go unlocked
+        lock = None
+    try:
+        return _load_or_train(cfg, dev, path, progress, retrain)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_or_train(
+    cfg: ExperimentConfig,
+    dev: torch.device,
+    path: Path,
+    progress: ProgressFn | None,
+    retrain: bool,
+) -> tuple[nn.Module, SourceResult]:
     n_classes = data.dataset_spec(cfg.source_data).n_classes
     if path.exists() and not retrain:
         try:

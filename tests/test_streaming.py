@@ -1,0 +1,108 @@
+"""Issue 11: results stream in by stage, and a what-if reuses the stages it did not change.
+
+Real computations on a tiny real config (animal -> digits), through the real backend.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from reprog_core import pipeline
+from reprog_core.backend import Backend, service
+from reprog_core.config import ExperimentConfig
+from reprog_core.source_model import training
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+APP = str(ROOT / "dashboard" / "app.py")
+
+TINY = ExperimentConfig(
+    source_per_class=12,
+    source_epochs=1,
+    target_per_class=12,
+    n_kernel=8,
+    steps=4,
+    eval_every=2,
+    seed=5,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def backend(tmp_path, monkeypatch):
+    """A backend of its own, installed as the process-wide one (what the dashboard uses)."""
+    monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path))
+    be = Backend(cache_dir=tmp_path / "results", device="cpu", cpu_workers=2)
+    monkeypatch.setattr(service, "_default", be)
+    yield be
+    be.close()
+
+
+def _no_training(*_a, **_k):
+    raise AssertionError("the source model was trained again")
+
+
+def _no_kernel(*_a, **_k):
+    raise AssertionError("the kernel was computed again")
+
+
+def test_a_new_transform_reuses_the_source_model(backend, monkeypatch):
+    backend.run("source", TINY, {})
+    monkeypatch.setattr(training, "train_source", _no_training)
+    res = backend.run("explore", TINY.replace(transform="vp"), {})
+    assert res["source"]["source_test_acc"] == backend.get("source", TINY)["source_test_acc"]
+
+
+def test_a_new_step_count_reuses_the_kernel(backend, monkeypatch):
+    backend.run("ntk", TINY.kernel_config(), {})
+    monkeypatch.setattr(pipeline, "_target_kernel", _no_kernel)
+    for changed in (TINY.replace(steps=6), TINY.replace(lr=0.01), TINY.replace(loss="mse")):
+        assert changed.kernel_config() == TINY.kernel_config()
+        res = backend.run("explore", changed, {})
+        assert res["kernel"]["stats"] == backend.get("ntk", TINY.kernel_config())["stats"]
+    # ...but a change the kernel depends on computes a new one.
+    assert TINY.replace(n_kernel=10).kernel_config() != TINY.kernel_config()
+
+
+def test_concurrent_stage_jobs_train_the_source_once(backend, monkeypatch):
+    calls = []
+    real = training.train_source
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "train_source", counting)
+    cfg = TINY.replace(seed=6)
+    handles = [backend.submit(kind, c, {}) for kind, c in (("source", cfg), ("ntk", cfg))]
+    for h in handles:
+        h.result()
+    assert len(calls) == 1
+
+
+def test_explore_page_shows_the_source_card_before_the_fit(backend):
+    cfg = TINY.replace(seed=7)
+    backend.run("source", cfg, {})  # a stored source model: its card is the first stage
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(
+        {
+            "source_per_class": "12",
+            "source_epochs": "1",
+            "target_per_class": "12",
+            "n_kernel": "8",
+            "steps": "4",
+            "eval_every": "2",
+            "seed": "7",
+        }
+    )
+    at.run()
+    assert not at.exception
+    headers = [h.value for h in at.subheader]
+    assert "Source model" in headers  # drawn from the stored source while the fit computes
+    assert "The reprogramming fit" not in headers
+    assert any("Computing" in i.value for i in at.info)
