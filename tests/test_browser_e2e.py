@@ -198,16 +198,6 @@ def test_what_a_new_user_meets(server: str) -> None:
             expect(page.locator("[data-testid='stProgress']")).to_have_count(0)
             page.screenshot(path=str(ARTIFACTS / "failed-request.png"))
 
-            # Depth sweep: two vp points (fast), computed on a click.
-            page.goto(f"{server}/depth-sweep?{FAST}&transforms=vp&depths=1,2")
-            button = page.get_by_role("button", name="missing points")
-            button.wait_for(timeout=60_000)
-            button.click()
-            expect(page.get_by_text("2 of 2 points ready")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
-            _wait_for_chart(page, "Target accuracy against source depth")
-            _wait_for_chart(page, "against target accuracy")
-            _tall(page, "depth-sweep.png", 3400)
-
             # Saved sweeps when there are none: a relative name, never the server's path.
             page.goto(f"{server}/depth-sweep?source=saved")
             expect(page.get_by_text("No saved sweeps in").first).to_be_visible(timeout=60_000)
@@ -226,6 +216,16 @@ def test_what_a_new_user_meets(server: str) -> None:
             expect(page.get_by_text("Page not found").first).to_be_visible(timeout=60_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "unknown-script-path.png"))
+
+            # Depth sweep: two vp points (fast), computed on a click.
+            page.goto(f"{server}/depth-sweep?{FAST}&transforms=vp&depths=1,2")
+            button = page.get_by_role("button", name="missing points")
+            button.wait_for(timeout=180_000)
+            button.click()
+            expect(page.get_by_text("2 of 2 points ready")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+            _wait_for_chart(page, "Target accuracy against source depth")
+            _wait_for_chart(page, "against target accuracy")
+            _tall(page, "depth-sweep.png", 3400)
         finally:
             browser.close()
     for name in ("failed-request.png", "depth-sweep.png", "saved-sweep-empty.png", "learn.png"):
