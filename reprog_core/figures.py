@@ -712,8 +712,8 @@ def fit_curves_figure(
         subplot_titles=(
             f"training loss ({'cross-entropy' if cfg.get('loss') == 'ce' else 'squared'}, "
             "per batch)",
-            "squared loss on the N kernel samples"
-            + (": measured vs NTK prediction" if kr else " (measured)"),
+            # Short: a longer title runs into its neighbours'; the y axis says what the loss is.
+            "measured vs NTK prediction" if kr else "squared loss on the kernel samples",
             "accuracy",
         ),
         horizontal_spacing=0.07,
@@ -798,8 +798,16 @@ def fit_curves_figure(
     if stopped:
         note = f"STOPPED EARLY (the fit diverged or broke off): {stopped}  " + note
     lines = _wrap(note)
-    height, bottom = 560, 120 + 15 * (lines.count("<br>") + 1)
-    _footnote(fig, lines, y=_below_px(height, bottom, 105))
+    legend_rows = 22 if kr else 0  # the prediction's legend entry adds a row
+    height, bottom = 560, 120 + legend_rows + 15 * (lines.count("<br>") + 1)
+    _footnote(fig, lines, y=_below_px(height, bottom, 105 + legend_rows))
+    if measured_x:
+        # Annotations (the parting label) would otherwise widen the step axis past the data.
+        span = max(measured_x) - min(measured_x) or 1
+        fig.update_xaxes(
+            range=[min(measured_x) - 0.03 * span, max(measured_x) + 0.03 * span], row=1, col=2
+        )
+    fig.update_yaxes(title="squared loss, N kernel samples", row=1, col=2)
     subtitle = (
         f"{TRANSFORM_NAMES.get(str(fit.get('transform')), fit.get('transform'))} · "
         f"{fmt(fit.get('n_params_transform'))} trainable parameters · optimizer "
