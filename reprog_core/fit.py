@@ -226,7 +226,12 @@ def _optimizer(
 ) -> torch.optim.Optimizer:
     if cfg.optimizer == OptimizerKind.SGD.value:
         return torch.optim.SGD(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr)
+    # The fused kernel updates all of a tensor's entries in one pass: ~1.5x per step for fc's
+    # 7.2M-entry W (measured for issue 11); not bit-identical to the loop, hence CODE_VERSION 2.
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a dtype/device without a fused kernel
+        return torch.optim.Adam(params, lr=lr)
 
 
 @torch.no_grad()
