@@ -5,7 +5,8 @@ A page address is one path segment (``/compare``, ``/learn``); an unknown one sh
 page instead: the browser code looks for the server under the address's folders and never finds
 it. ``OneSegmentPages`` redirects such an address to a one-segment one (slashes become ``-``),
 which then meets the same "Page not found" as any other unknown page. Streamlit's own routes
-(``/_stcore/…``, ``/static/…``, ``/media/…``, ``/component/…``, ``/app/static/…``) pass untouched.
+(any path with a ``_stcore``, ``static``, ``media``, ``component`` or ``app`` segment) and every
+request that is not a browser's page navigation pass untouched.
 
 ``streamlit run dashboard/app.py`` still works (tests, development); it only lacks the redirect.
 """
@@ -31,7 +32,10 @@ class OneSegmentPages:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
             parts = [p for p in str(scope.get("path", "")).split("/") if p]
-            if len(parts) > 1 and parts[0] not in RESERVED:
+            accept = dict(scope.get("headers") or []).get(b"accept", b"")
+            # Only a page the browser navigates to (it asks for HTML). The browser code probes
+            # /<page>/_stcore/health to find the server: that must stay a plain 404.
+            if len(parts) > 1 and b"text/html" in accept and not RESERVED.intersection(parts):
                 target = "/" + quote("-".join(parts), safe="")
                 await RedirectResponse(target, status_code=307)(scope, receive, send)
                 return

@@ -580,7 +580,8 @@ def test_multi_segment_paths_redirect_to_one_segment() -> None:
         async def send(msg: dict) -> None:
             sent.append(msg)
 
-        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        accept = [(b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8")]
+        scope = {"type": "http", "method": "GET", "path": path, "headers": accept}
         asyncio.run(OneSegmentPages(inner)(scope, None, send))
         headers = dict(sent[0].get("headers", []))
         return sent[0]["status"], headers.get(b"location", b"").decode()
@@ -588,5 +589,7 @@ def test_multi_segment_paths_redirect_to_one_segment() -> None:
     status, where = call("/<script>alert(1)</script>")
     assert status == 307 and where.count("/") == 1 and "<" not in where
     assert call("/a/b") == (307, "/a-b")
-    for path in ("/", "/compare", "/_stcore/health", "/static/js/index.js", "/media/x.png"):
+    paths = ("/", "/compare", "/_stcore/health", "/static/js/index.js", "/media/x.png")
+    # The browser code finds the server by probing /<page>/_stcore/health: never redirected.
+    for path in (*paths, "/depth-sweep/_stcore/health", "/learn/_stcore/host-config"):
         assert call(path)[0] == 200
