@@ -106,3 +106,14 @@ def test_explore_page_shows_the_source_card_before_the_fit(backend):
     assert "Source model" in headers  # drawn from the stored source while the fit computes
     assert "The reprogramming fit" not in headers
     assert any("Computing" in i.value for i in at.info)
+    # ...and says before anything trains that this tiny budget gives a weak source.
+    warnings = " ".join(w.value for w in at.warning)
+    assert "may stop before it converges" in warnings and "near chance" in warnings
+
+
+def test_budget_warnings_before_a_source_trains():
+    assert training.budget_warnings(ExperimentConfig()) == []  # the defaults converge
+    msgs = training.budget_warnings(ExperimentConfig(source_epochs=2, source_per_class=20))
+    assert len(msgs) == 2 and "2 epoch" in msgs[0] and "20 source images" in msgs[1]
+    assert "chance" in training.budget_warnings(ExperimentConfig(source_data="shapes"))[0]
+    assert training.near_chance(0.2, 10) and not training.near_chance(0.5, 10)

@@ -22,6 +22,7 @@ from reprog_core.config import (
     Regime,
 )
 from reprog_core.pipeline import sweep_row
+from reprog_core.source_model.training import budget_warnings
 
 LETTERS = "ABCD"
 MAX_CONFIGS = 4
@@ -263,6 +264,12 @@ labels = [
 
 # ---- results ---------------------------------------------------------------------------------
 reqs = [ui.Request("explore", c, f"Configuration {letter}") for letter, c in valid]
+_budget = {}  # said once per message, naming the columns it concerns
+for letter, c in valid:
+    for msg in budget_warnings(c):
+        _budget.setdefault(msg, []).append(letter)
+for msg, letters in _budget.items():
+    st.warning(state.md_text(f"{', '.join(letters)}: {msg}", limit=2000), icon="⚠️")
 keys = [r.key for r in reqs]
 ui.drop_stale(keys)
 for _, c in valid:

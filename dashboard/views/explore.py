@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import downloads, state, ui
 from reprog_core import cautions, figures
+from reprog_core.source_model.training import budget_warnings
 
 st.title("Explore one reprogrammed model")
 st.markdown(
@@ -33,6 +34,8 @@ ker_req = (
 stage_reqs = [r for r in (src_req, ker_req) if r is not None]
 ui.drop_stale([req.key] + [r.key for r in stage_reqs])
 ui.random_weights_banner(cfg.weights_label)
+for msg in budget_warnings(cfg):  # before anything trains, not after
+    st.warning(state.md_text(msg, limit=2000), icon="⚠️")
 result = ui.fetch(req, start=False, also=("sweep-point",))  # a Depth sweep point: the same
 if result is None:
     staged = {r.kind: ui.fetch(r) for r in stage_reqs}  # submitted before the fit: they come first
