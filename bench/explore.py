@@ -16,7 +16,7 @@ Scenarios, in one process, through the cached backend (thread workers, one slot)
 4. ``cached``: the default config again: a result-store hit.
 
 Stage times come from timers around the pipeline's steps (``reprog_core.pipeline``'s
-``load_or_train_source``, ``target_data``, ``_target_kernel``, ``reprogram``,
+``load_or_train_source``, ``target_data``, ``_target_kernel``, ``fit_with_spectrum``,
 ``baseline_accuracy``; whichever of these exist), installed here for the run and removed after
 (the pipeline is not changed). ``first_result_s`` is the time until the first stage result could
 be shown: until results stream by stage, honestly the time at which the *source record* is
@@ -57,7 +57,7 @@ STAGES = {
     "source": "load_or_train_source",
     "data": "target_data",
     "kernel": "_target_kernel",
-    "fit": "reprogram",
+    "fit": "fit_with_spectrum",
     "baseline": "baseline_accuracy",
 }
 EIG_RTOL = 1e-6  # eigenvalues >= EIG_FLOOR λ_max must agree within this relative error
@@ -276,6 +276,9 @@ def kernel_paths(base: Any, n: int, transforms: list[str], device: str) -> list[
                 out["probe_error"] = prec.get("probe_error")
                 out["chunk_size"] = info["chunk_size"]
         out.update(compare_eigenvalues(eigs["float64"], eigs["mixed"], len(eigs["float64"])))
+        # Kernel records take float32 G only for the prompt transforms (ntk/records.py); for fc
+        # the mixed path is measured and reported, but it is not what the product computes.
+        out["used_by_records"] = kind in ("vp", "vp-full")
         out["speedup"] = round(out["float64_s"] / max(out["mixed_s"], 1e-9), 2)
         rows.append(out)
     return rows
@@ -301,14 +304,15 @@ def print_table(res: dict[str, Any]) -> None:
     if res.get("kernel_paths"):
         print(
             "\n| kernel | N | all-float64 s | float32 G + float64 Gram s | speed-up "
-            "| rank f64/mixed | max rel. err (λ >= 1e-6 λ_max) | fallback |"
+            "| rank f64/mixed | max rel. err (λ >= 1e-6 λ_max) | fallback | used by records |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in res["kernel_paths"]:
             print(
                 f"| {r['transform']} {r['kernel']} | {r['n']} | {r['float64_s']:.2f} "
                 f"| {r['mixed_s']:.2f} | {r['speedup']:.2f}x | {r['rank_float64']}/"
-                f"{r['rank_mixed']} | {r['max_rel_err']:.1e} | {r['fallback']} |"
+                f"{r['rank_mixed']} | {r['max_rel_err']:.1e} | {r['fallback']} "
+                f"| {'yes' if r.get('used_by_records') else 'no (float64)'} |"
             )
 
 
@@ -365,7 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, default=str))
     else:
         print_table(res)
-    bad = [r for r in res["kernel_paths"] if not r["ok"]]
+    bad = [r for r in res["kernel_paths"] if not r["ok"] and r.get("used_by_records")]
+    for r in res["kernel_paths"]:
+        if not r["ok"] and not r.get("used_by_records"):
+            sys.stderr.write(
+                f"note: float32 G misses {EIG_RTOL:g} for {r['transform']} (max rel. err "
+                f"{r['max_rel_err']:.2e}); its kernel records stay all-float64\n"
+            )
     for r in bad:
         sys.stderr.write(
             f"kernel paths differ for {r['transform']}: rank {r['rank_float64']} vs "
