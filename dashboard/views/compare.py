@@ -310,14 +310,19 @@ if any(krs):
 st.dataframe(summary, hide_index=True, width="stretch")
 if len(ready) < len(reqs):
     st.caption(f"{len(ready)} of {len(reqs)} configurations are ready; the rest appear when done.")
+# Each caution once, naming the configurations it concerns (the same words for A and B are one).
+_cautions: dict[str, list[str]] = {}
 for lab, r in ready:
-    notes = cautions.result_cautions(r)
-    if notes:
-        st.warning(
-            f"**{lab.split(':')[0]}**:\n"
-            + "\n".join(f"- {state.md_text(m, limit=2000)}" for m in notes),
-            icon="⚠️",
-        )
+    for m in cautions.result_cautions(r):
+        _cautions.setdefault(m, []).append(lab.split(":")[0])
+if _cautions:
+    st.warning(
+        "\n".join(
+            f"- **{', '.join(who)}**: {state.md_text(m, limit=2000)}"
+            for m, who in _cautions.items()
+        ),
+        icon="⚠️",
+    )
 
 spec_fig = figures.spectra_overlay_figure(
     [r.get("kernel") for _, r in ready], [lab for lab, _ in ready]
