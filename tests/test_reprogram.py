@@ -77,7 +77,7 @@ def test_fit_beats_the_none_baseline(trained):
 def test_vp_fit_returns_its_prompt_and_only_trains_theta(trained):
     cfg, model, _ = trained
     before = [p.clone() for p in model.parameters()]
-    _, res = reprogram(cfg.replace(steps=30), model, target_data(cfg), n_source=10)
+    _, res = reprogram(cfg.replace(steps=30, transform="vp"), model, target_data(cfg), n_source=10)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     prompt = torch.tensor(res.prompt)
     assert prompt.shape == (3, 32, 32) and 0 <= prompt.min() and prompt.max() <= 1
@@ -119,7 +119,7 @@ def test_config_validation_messages():
     with pytest.raises(ConfigError, match="unknown data set"):
         ExperimentConfig(target="imagenet-21k")
     with pytest.raises(ConfigError, match="smaller than source_size"):
-        ExperimentConfig(target_size=32, source_size=32)
+        ExperimentConfig(transform="vp", target_size=32, source_size=32)
     with pytest.raises(ConfigError, match="transform must be one of"):
         ExperimentConfig.from_dict({"transform": "zoom"})
     with pytest.raises(ConfigError, match="depth must be int"):
@@ -129,7 +129,7 @@ def test_config_validation_messages():
 def test_cache_keys_are_stable_and_separate_source_from_fit():
     a = ExperimentConfig()
     assert a.key("fit") == ExperimentConfig.from_dict(a.to_dict()).key("fit")
-    b = a.replace(transform="fc")
+    b = a.replace(transform="vp")
     assert a.source_key() == b.source_key() and a.key("fit") != b.key("fit")
     assert a.source_key() != a.replace(depth=4).source_key()
     # backbone settings do not matter to a pixel model

@@ -28,9 +28,7 @@ req = ui.Request("explore", cfg, "Reprogramming fit and baseline")
 # the kernel is, the fit last. The kernel request leaves out the fit-only settings
 # (``kernel_config``), so a what-if on steps, step size or loss reuses the stored kernel.
 src_req = ui.Request("source", cfg, "Source model")
-ker_req = (
-    ui.Request("ntk", cfg.kernel_config(), "Target NTK") if cfg.transform != "none" else None
-)
+ker_req = ui.Request("ntk", cfg.kernel_config(), "Target NTK") if cfg.transform != "none" else None
 stage_reqs = [r for r in (src_req, ker_req) if r is not None]
 ui.drop_stale([req.key] + [r.key for r in stage_reqs])
 ui.random_weights_banner(cfg.weights_label)

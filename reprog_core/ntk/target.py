@@ -87,8 +87,8 @@ PROBE_SAMPLES = 8
 PRECISION_MARGIN = 1e5
 MAX_PROBE_ERROR = 1e-4
 # Samples per chunk of the structured path when the budget allows more. ``python
-# bench/ntk_paths.py --chunks`` (README "Measured") found no chunk size (8-64) reliably faster on the
-# loaded 2-core VM, so this keeps the budget module's cap; rerun it on an idle machine to revisit.
+# bench/ntk_paths.py --chunks`` (README "Measured") found no chunk size (8-64) reliably faster on
+# the loaded 2-core VM, so this keeps the budget module's cap; rerun it on an idle machine.
 STRUCTURED_CHUNK = 64
 # How the c_T backward passes of a chunk run ('loop' or 'batched', see ``_frozen_part_grads``).
 COTANGENTS = "loop"

@@ -131,7 +131,7 @@ def load_or_train_source(
     # card, the kernel and the fit at once (each a backend job) trains the source once; the
     # others wait here and load it. An flock, so a killed trainer never leaves it held.
     try:
-        lock = filelock.FileLock(str(path) + ".lock")
+        lock = filelock.FileLock(str(cache_dir("locks") / f"{path.stem}.lock"))
         lock.acquire()
     except OSError:  # no room for the lock file (full disk) or a read-only store: go unlocked
         lock = None
