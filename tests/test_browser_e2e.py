@@ -131,9 +131,12 @@ def test_explore_change_depth_and_transform(server: str) -> None:
             # The transform is in the URL: the test moves it from vp to fc, whatever the default.
             page.goto(f"{server}/?{FAST}&transform=vp", wait_until="domcontentloaded")
 
-            # A cold run shows its progress, then the results.
+            # A cold run shows its progress and its stages as they arrive (the source card, the
+            # spectrum), then the fit, whose panel names the transform.
+            expect(page.get_by_text("padding visual prompt (vp) ·").first).to_be_visible(
+                timeout=RESULT_TIMEOUT_MS
+            )
             _wait_for_chart(page, "Eigenvalue spectrum of the target NTK")
-            expect(page.get_by_text("padding visual prompt (vp) ·").first).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "explore-default.png"), full_page=True)
 
             # Depth 3 -> 2 with the arrow key (the slider thumb is a visually hidden range input).

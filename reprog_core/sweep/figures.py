@@ -164,7 +164,7 @@ def target_accuracy_figure(rows: Sequence[Row], baseline: bool = True) -> go.Fig
             trace.line.dash = "dash"
             fig.add_trace(trace)
     fig.update_xaxes(title="source depth L", dtick=1)
-    fig.update_yaxes(title="target test accuracy", tickformat=".0%")
+    fig.update_yaxes(title="target test accuracy", tickformat=".1%")
     _layout(fig, "Target accuracy against source depth", rows, _subtitle(rows, SPREAD_NOTE), 440)
     return fig
 
@@ -223,7 +223,7 @@ def stat_accuracy_figure(
     if log:
         fig.update_xaxes(type="log", exponentformat="power")
     fig.update_xaxes(title=f"{label} — {better} is better in theory")
-    fig.update_yaxes(title="target test accuracy", tickformat=".0%")
+    fig.update_yaxes(title="target test accuracy", tickformat=".1%")
     subtitle = f"Spearman ρ, all points: {everything} · " + " · ".join(parts)
     _layout(fig, f"{label.split(' (')[0]} against target accuracy", rows, subtitle, 460)
     return fig
