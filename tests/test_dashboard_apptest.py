@@ -93,7 +93,7 @@ def warnings_text(at: AppTest) -> str:
 
 # --------------------------------------------------------------------------- Explore
 def test_explore_renders_real_results_and_downloads() -> None:
-    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the explore result")
+    at = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the explore result")
     specs = charts(at)
     spectrum = next(s for s in specs if "Eigenvalue spectrum" in s)
     assert "trace form (16×16" in spectrum and "N = 16 samples" in spectrum
@@ -129,11 +129,11 @@ def test_explore_renders_real_results_and_downloads() -> None:
 
 
 def test_explore_widgets_change_config_url_and_result() -> None:
-    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the first result")
+    at = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the first result")
     at.sidebar.slider(key="cfg.depth").set_value(2)
-    at.sidebar.selectbox(key="cfg.transform").set_value("fc")
-    at = run_until(at, has_chart("fully connected layer (fc) ·"), "the fc result")
-    assert at.query_params["depth"] == "2" and at.query_params["transform"] == "fc"
+    at.sidebar.selectbox(key="cfg.transform").set_value("vp")  # fc is the default
+    at = run_until(at, has_chart("padding visual prompt (vp) ·"), "the vp result")
+    assert at.query_params["depth"] == "2" and at.query_params["transform"] == "vp"
     assert at.session_state["_cfg"]["depth"] == 2
     spectrum = next(s for s in charts(at) if "Eigenvalue spectrum" in s)
     assert "trace form" in spectrum
@@ -142,7 +142,8 @@ def test_explore_widgets_change_config_url_and_result() -> None:
     at.sidebar.number_input(key="cfg.target_size").set_value(40)
     at.run()
     assert not at.exception
-    assert any("target_size" in e.value for e in at.error)
+    # (the field names are markdown-escaped on the page: target\_size)
+    assert any("must be smaller than source" in e.value for e in at.error)
 
 
 def test_explore_kernel_regime_switch() -> None:
@@ -341,7 +342,7 @@ def test_random_clip_weights_are_flagged_everywhere() -> None:
     # The tiny open_clip config runs in milliseconds; its weights are random, as offline they must
     # be, and the page must say so on the page and inside every figure.
     params = {**FAST, "source_family": "clip-cnn", "backbone": "tiny-vit"}
-    at = run_until(new_app(params), has_chart("Eigenvalue spectrum"), "the clip-cnn result")
+    at = run_until(new_app(params), has_chart("Reprogramming fit"), "the clip-cnn result")
     assert at.sidebar.selectbox(key="cfg.weights").value == "random"
     assert "RANDOM weights" in warnings_text(at)
     for spec in charts(at):
@@ -523,12 +524,12 @@ def test_a_session_keeps_no_results_in_its_state() -> None:
     results live in one bounded, shared LRU and the backend's store, not in each session."""
     from dashboard import ui
 
-    at = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the explore result")
+    at = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the explore result")
     size = sum(_deep_size(v) for v in at.session_state.values())
     assert size < 100_000, f"this session's state holds {size / 1e6:.1f} MB"
     assert len(ui.SHARED_RESULTS) <= ui.SHARED_RESULTS.size
     # A second session on the same view shares the one parsed result.
-    at2 = run_until(new_app(FAST), has_chart("Eigenvalue spectrum"), "the same result")
+    at2 = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the same result")
     assert "from the cache" in " ".join(c.value for c in at2.caption)
 
 
