@@ -19,6 +19,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from reprog_core import transforms
+
 # Bump when a change alters numbers produced for an unchanged config (invalidates cached results).
 CODE_VERSION = "2"  # 2: sources train to a validation plateau; sgd step size from the spectrum
 
@@ -29,12 +31,10 @@ class SourceFamily(str, Enum):
     CLIP_CNN = "clip-cnn"
 
 
-class TransformKind(str, Enum):
-    VP = "vp"
-    VP_FULL = "vp-full"
-    FC = "fc"
-    VP_FC = "vp-fc"
-    NONE = "none"
+# The transforms and what is known about each: ``reprog_core/transforms.py``.
+TransformKind = Enum(  # type: ignore[misc]
+    "TransformKind", {k.upper().replace("-", "_"): k for k in transforms.KINDS}, type=str
+)
 
 
 class MappingKind(str, Enum):
@@ -215,7 +215,7 @@ class ExperimentConfig:
             raise ConfigError(
                 f"lr must be a finite number > 0, or 0 for the transform's default; got {self.lr!r}"
             )
-        if self.transform in (TransformKind.VP.value, TransformKind.VP_FC.value):
+        if transforms.spec(self.transform).pads:
             if self.target_size >= self.source_size:
                 raise ConfigError(
                     f"transform {self.transform!r} pads a t x t target into an s x s source input, "
@@ -267,7 +267,7 @@ class ExperimentConfig:
             return float(self.lr)
         if self.lr_from_spectrum:
             raise ValueError("the sgd step size comes from the spectrum: use sgd_step_size()")
-        return {"vp": 0.05, "vp-full": 0.05, "fc": 1e-3, "vp-fc": 1e-3, "none": 0.0}[self.transform]
+        return transforms.spec(self.transform).adam_lr
 
     def kernel_config(self) -> ExperimentConfig:
         """This config with the fit-only fields at their defaults: the fields that determine the

@@ -20,28 +20,18 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from reprog_core import transforms
+
 Result = Mapping[str, Any]
 TOP_PX = 115  # room above the plot area: title, a two-line subtitle, subplot titles
 
-# One colour per transform, so that every page draws vp / fc / ... in the same colour.
-TRANSFORM_COLORS = {
-    "vp": "#3b5bdb",
-    "vp-full": "#0ca678",
-    "fc": "#e8590c",
-    "vp-fc": "#ae3ec9",
-    "none": "#868e96",
-}
+# One colour and one name per transform, so that every page draws vp / fc / ... alike.
+TRANSFORM_COLORS = {k: t.colour for k, t in transforms.SPECS.items()}
 PALETTE = ["#3b5bdb", "#e8590c", "#0ca678", "#ae3ec9", "#f59f00", "#1098ad", "#c2255c", "#5c940d"]
 RANDOM_COLOR = "#c92a2a"
 MUTED = "#868e96"
 
-TRANSFORM_NAMES = {
-    "vp": "padding visual prompt (vp)",
-    "vp-full": "full-image additive prompt (vp-full)",
-    "fc": "fully connected layer (fc)",
-    "vp-fc": "fc inside + padding prompt (vp-fc)",
-    "none": "resize only, no training (none)",
-}
+TRANSFORM_NAMES = {k: t.label for k, t in transforms.SPECS.items()}
 
 # Spectral statistics a user can plot against accuracy: key -> (label, better when, log axis).
 SPECTRAL_STATS: dict[str, tuple[str, str, bool]] = {

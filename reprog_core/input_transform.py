@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprog_core import transforms
 from reprog_core.config import TransformKind
 from reprog_core.data.base import resize
 
@@ -211,14 +212,13 @@ _TRANSFORMS: dict[str, type[InputTransform]] = {
 }
 
 
+assert set(_TRANSFORMS) == set(transforms.KINDS), "each transform needs a spec and a module"
+
+
 def build_transform(kind: str, source_size: int, target_size: int) -> InputTransform:
-    """Factory: ``kind`` in {'vp', 'vp-full', 'fc', 'vp-fc', 'none'}."""
-    try:
-        cls = _TRANSFORMS[kind]
-    except KeyError:
-        raise ValueError(f"unknown transform {kind!r}; choose one of {list(_TRANSFORMS)}") from None
-    return cls(source_size, target_size)
+    """Factory: ``kind`` one of ``transforms.KINDS``."""
+    return _TRANSFORMS[transforms.spec(kind).kind](source_size, target_size)
 
 
 def list_transforms() -> list[str]:
-    return list(_TRANSFORMS)
+    return list(transforms.KINDS)

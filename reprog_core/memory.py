@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from reprog_core import transforms
 from reprog_core.config import ExperimentConfig, KernelForm, OptimizerKind, SourceFamily
 from reprog_core.ntk.budget import BUDGET_ENV, human_bytes, resolve_budget
 
@@ -133,25 +134,16 @@ def _activation_floats(cfg: ExperimentConfig) -> tuple[int, int]:
 def _transform_params(cfg: ExperimentConfig) -> tuple[int, int]:
     """(trainable parameters T, floats of the construction's largest temporaries)."""
     s2, t2 = 3 * cfg.source_size**2, 3 * cfg.target_size**2
-    kind = cfg.transform
-    if kind == "fc":
-        return s2 * t2 + s2, t2 * t2 + s2 * t2  # eye(3t^2), then interpolate's output
-    if kind == "vp-fc":
-        return t2 * t2 + t2 + s2, t2 * t2  # eye(3t^2) is W itself: the parameter copy
-    if kind == "none":
-        return 0, 0
-    return s2, 0  # vp, fp: one prompt of 3 s^2
+    spec = transforms.spec(cfg.transform)
+    temporaries = 0
+    if spec.fc:  # eye(3t^2), and for an fc writing all of the source input interpolate's output
+        temporaries = t2 * t2 + (0 if spec.pads else s2 * t2)
+    return spec.n_params(cfg.source_size, cfg.target_size), temporaries
 
 
 def _prompt_and_fc_columns(cfg: ExperimentConfig) -> tuple[int, int, int]:
     """(prompt columns, fc columns, fc feature dim) of the structured kernel path."""
-    s2, t2 = 3 * cfg.source_size**2, 3 * cfg.target_size**2
-    return {
-        "vp": (s2 - t2, 0, 0),
-        "fp": (s2, 0, 0),
-        "fc": (0, s2, t2),
-        "vp-fc": (s2 - t2, t2, t2),
-    }.get(cfg.transform, (0, 0, 0))
+    return transforms.spec(cfg.transform).kernel_columns(cfg.source_size, cfg.target_size)
 
 
 # --------------------------------------------------------------------------------------- estimates

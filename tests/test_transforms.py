@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reprog_core import transforms
+from reprog_core.config import ExperimentConfig
 from reprog_core.input_transform import border_mask, build_transform, list_transforms
 from reprog_core.label_mapping import build_mapping, fit_frequency_mapping, frequency_assignment
 
@@ -107,3 +109,16 @@ def test_learned_mapping_starts_at_identity_and_is_trainable():
     assert all(p.requires_grad for p in m.parameters())
     m2 = build_mapping("learned", 3, 5)  # more target than source classes is allowed
     assert m2(torch.randn(2, 3)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("kind", transforms.KINDS)
+def test_each_spec_describes_its_module(kind):
+    """The registry (``reprog_core/transforms.py``) is what every other module reads: its
+    parameter names and counts must be the module's own."""
+    spec = transforms.spec(kind)
+    module = build_transform(kind, 12, 8)
+    assert {name for name, _ in module.named_parameters()} == spec.params
+    assert sum(p.numel() for p in module.parameters()) == spec.n_params(12, 8)
+    assert ExperimentConfig(transform=kind).effective_lr == spec.adam_lr
+    with pytest.raises(ValueError, match="choose one of"):
+        transforms.spec(kind + "-x")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reprog_core import transforms
 from reprog_core.config import ExperimentConfig, KernelForm, sgd_step_size
 from reprog_core.fit import ReprogrammedModel
 from reprog_core.ntk.dynamics import initial_residuals, ntk_dynamics
@@ -72,8 +73,9 @@ def target_kernel_result(
     if grad_dtype is None:
         # Float32 G only for prompt transforms: for fc at N = 512 the benchmark (README "Measured")
         # found eigenvalues >= 1e-6 λ_max off by up to 1.2e-4 relative with float32 G.
-        prompt_only = getattr(model.transform, "kind", "") in ("vp", "vp-full")
-        grad_dtype = next(model.parameters()).dtype if prompt_only else (dtype or None)
+        spec = transforms.SPECS.get(getattr(model.transform, "kind", ""))
+        float32_ok = spec is not None and spec.float32_gradients
+        grad_dtype = next(model.parameters()).dtype if float32_ok else (dtype or None)
     plan = estimate_bytes(
         model,
         len(x),

@@ -59,7 +59,8 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from reprog_core.config import KernelForm, TransformKind
+from reprog_core import transforms
+from reprog_core.config import KernelForm
 from reprog_core.fit import ReprogrammedModel
 from reprog_core.input_transform import InputTransform
 from reprog_core.ntk._autodiff import (
@@ -100,18 +101,6 @@ class NtkMethod(str, Enum):
     JACOBIAN = "jacobian"  # per-sample Jacobians w.r.t. θ, contracted (the reference)
 
 
-# The transforms whose Jacobian structure the structured path knows (see the module doc).
-_PROMPT_KINDS = {TransformKind.VP.value, TransformKind.VP_FULL.value}
-_FC_KINDS = {TransformKind.FC.value}
-_BOTH_KINDS = {TransformKind.VP_FC.value}
-_EXPECTED_PARAMS = {
-    TransformKind.VP.value: {"delta"},
-    TransformKind.VP_FULL.value: {"delta"},
-    TransformKind.FC.value: {"weight", "bias"},
-    TransformKind.VP_FC.value: {"weight", "bias", "prompt.delta"},
-}
-
-
 @dataclass(frozen=True)
 class TransformStructure:
     """Which structured parts a transform has: a prompt (J = G diag(D)) and/or an fc layer."""
@@ -126,13 +115,12 @@ def transform_structure(transform: InputTransform) -> TransformStructure | None:
     Requires a known kind, the hooks of ``input_transform.py``, and exactly the parameters the
     structured formula accounts for (so a subclass that adds parameters falls back safely).
     """
-    kind = getattr(transform, "kind", "")
-    if kind not in _EXPECTED_PARAMS:
+    spec = transforms.SPECS.get(getattr(transform, "kind", ""))
+    if spec is None or not (spec.prompt or spec.fc):
         return None
-    if {name for name, _ in transform.named_parameters()} != _EXPECTED_PARAMS[kind]:
+    if {name for name, _ in transform.named_parameters()} != spec.params:
         return None
-    prompt = kind in _PROMPT_KINDS or kind in _BOTH_KINDS
-    fc = kind in _FC_KINDS or kind in _BOTH_KINDS
+    prompt, fc = spec.prompt, spec.fc
     if prompt and transform.prompt_scale() is None:
         return None
     if fc and not (hasattr(transform, "fc_features") and hasattr(transform, "fc_region")):

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from reprog_core import transforms
+
 Row = Mapping[str, Any]
 
 # Per-(depth, transform) quantities the summary aggregates over seeds.
@@ -78,10 +80,8 @@ def spread(values: Iterable[Any]) -> Spread:
 
 
 def ordered_transforms(rows: Sequence[Row]) -> list[str]:
-    """The transforms present, in the canonical order vp, vp-full, fc, vp-fc, none, then others."""
-    order = ["vp", "vp-full", "fc", "vp-fc", "none"]
-    present = {str(r["transform"]) for r in rows}
-    return [t for t in order if t in present] + sorted(present - set(order))
+    """The transforms present, in the canonical order (``transforms.KINDS``), then others."""
+    return transforms.ordered({str(r["transform"]) for r in rows})
 
 
 def source_rows(rows: Sequence[Row]) -> list[Row]:
