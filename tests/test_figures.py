@@ -3,6 +3,7 @@ pure helpers (URL <-> config, downloads), without a browser or a Streamlit sessi
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -18,8 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboard import downloads, state  # noqa: E402
-from reprog_core import cautions, demos, figures  # noqa: E402
+from reprog_core import cautions, demos, figures, pipeline  # noqa: E402
 from reprog_core.config import ExperimentConfig  # noqa: E402
+from reprog_core.results import json_safe  # noqa: E402
 
 
 # --------------------------------------------------------------------------- hand-made results
@@ -249,8 +251,6 @@ def test_overlays_label_each_config() -> None:
 
 
 def sweep_rows() -> list[dict]:
-    from reprog_core.pipeline import sweep_row
-
     rows = []
     for t in ("vp", "fc"):
         for d in range(1, 7):
@@ -258,18 +258,16 @@ def sweep_rows() -> list[dict]:
             r["source"]["source_test_acc"] = 0.5 + 0.05 * d
             r["fit"]["target_test_acc"] = 0.3 + 0.04 * d + (0.1 if t == "vp" else 0)
             r["kernel"]["stats"]["lambda_min"] = 1e-3 * d
-            rows.append(sweep_row(r))
+            rows.append(pipeline.sweep_row(r))
     return rows
 
 
 def test_sweep_figures_draw_live_depth_rows() -> None:
     """The Depth sweep page draws explore results (one seed) with the sweep's builders."""
-    from reprog_core.sweep import stat_accuracy_figure, target_accuracy_figure
-
     rows = sweep_rows()
-    fig = target_accuracy_figure(rows)
+    fig = figures.target_accuracy_figure(rows)
     assert {t.name for t in fig.data} >= {"vp", "fc"}
-    scatter = stat_accuracy_figure(rows, "lambda_min")
+    scatter = figures.stat_accuracy_figure(rows, "lambda_min")
     text = _texts(scatter)
     assert "Spearman" in text and "vp: ρ = 1" in text
     assert scatter.layout.xaxis.type == "log"
@@ -412,9 +410,6 @@ TINY = dict(steps=20, source_per_class=20, source_epochs=2, n_kernel=16)
 
 
 def _explore(**kw: object) -> dict:
-    from reprog_core import pipeline
-    from reprog_core.results import json_safe
-
     # As the backend hands it to the pages: strict JSON.
     return json.loads(json.dumps(json_safe(pipeline.run_explore(ExperimentConfig(**TINY, **kw)))))
 
@@ -572,8 +567,6 @@ def test_cautions_name_each_condition(practical: dict, kernel_regime: dict) -> N
 
 def test_page_parameters_are_not_config_fields() -> None:
     """A Learn URL once carried `lr=1` into Explore as the config's learning rate."""
-    import ast
-
     tree = ast.parse((Path(__file__).resolve().parent.parent / "dashboard" / "app.py").read_text())
     node = next(
         n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGE_PARAMS"

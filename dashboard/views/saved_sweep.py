@@ -16,14 +16,7 @@ import streamlit as st
 
 from dashboard import ui
 from reprog_core import figures
-from reprog_core.sweep import (
-    load_results,
-    paper_claims,
-    source_accuracy_figure,
-    spectrum_depth_figure,
-    stat_accuracy_figure,
-    target_accuracy_figure,
-)
+from reprog_core.sweep import load_results, paper_claims
 
 _PROJECT = Path(__file__).resolve().parents[2]
 
@@ -62,10 +55,10 @@ def draw_figures(rows: list[dict], stat: str, key: str) -> dict[str, go.Figure]:
     ``rows``: ``pipeline.sweep_row`` dicts. Returns the figures by name, for downloads.
     """
     figs = {
-        "source": source_accuracy_figure(rows),
-        "target": target_accuracy_figure(rows),
-        "spectrum": spectrum_depth_figure(rows),
-        "scatter": stat_accuracy_figure(rows, stat),
+        "source": figures.source_accuracy_figure(rows),
+        "target": figures.target_accuracy_figure(rows),
+        "spectrum": figures.spectrum_depth_figure(rows),
+        "scatter": figures.stat_accuracy_figure(rows, stat),
     }
     captions = {
         "source": "How well each source model does on its own data, by depth.",

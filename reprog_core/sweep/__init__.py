@@ -13,8 +13,8 @@ or ``python -m reprog_core sweep --preset paper-depth --out sweeps/paper-depth``
 
 Files: ``grid.py`` (presets, axes, validation against the backend's limits), ``executors.py``
 (local through the backend's cache; Ray with results written back to the driver's cache),
-``analysis.py`` (mean / spread over seeds, Spearman's rho), ``figures.py`` (pure plotly
-builders), ``report.py`` (``report.html``), ``outputs.py`` (the files, ``load_results``),
+``analysis.py`` (mean / spread over seeds, Spearman's rho), ``report.py`` (``report.html``; its
+figures are ``reprog_core.figures.sweep``), ``outputs.py`` (the files, ``load_results``),
 ``runner.py`` (``run_sweep``), ``cli.py`` (the ``sweep`` command).
 
 Output folder (``--out``)
@@ -64,12 +64,6 @@ Accuracies are fractions in [0, 1]. Spectral statistics are those of the target 
 from reprog_core.sweep.analysis import correlations, paper_claims, spearman, spread, summarise
 from reprog_core.sweep.cli import main_from_args
 from reprog_core.sweep.executors import LocalExecutor, PointOutcome, RayExecutor, store_result
-from reprog_core.sweep.figures import (
-    source_accuracy_figure,
-    spectrum_depth_figure,
-    stat_accuracy_figure,
-    target_accuracy_figure,
-)
 from reprog_core.sweep.grid import (
     PRESETS,
     SWEEP_TASK,
@@ -101,14 +95,10 @@ __all__ = [
     "main_from_args",
     "paper_claims",
     "run_sweep",
-    "source_accuracy_figure",
     "spearman",
-    "spectrum_depth_figure",
     "spread",
-    "stat_accuracy_figure",
     "store_result",
     "summarise",
-    "target_accuracy_figure",
     "write_outputs",
     "write_results",
 ]

@@ -13,8 +13,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reprog_core.figures import SPECTRAL_STATS, fmt, pct, weights_description
-from reprog_core.sweep import figures as sweep_figures
+# A module import: reprog_core.figures.sweep imports this package's analysis, and this package's
+# __init__ imports this module, so either may be the one half-imported when the other runs.
+from reprog_core.figures import sweep as sweep_figures
+from reprog_core.figures.source import weights_description
+from reprog_core.figures.spectrum import SPECTRAL_STATS
+from reprog_core.figures.theme import fmt, pct
 from reprog_core.sweep.analysis import ALPHA, DEFAULT_STATS, correlations, paper_claims, summarise
 
 _CSS = """

@@ -2,10 +2,9 @@
 
 Used by the HTML report and by the dashboard's Depth sweep page (live and saved sweeps). A sweep
 has several seeds per depth, so these builders aggregate over seeds first (``sweep.analysis``): a
-line through
-the mean, error bars spanning the min..max range over seeds, and each seed as a faint dot. They
-share the project's colours and labels (``reprog_core.figures``), and a figure drawn from rows with
-a randomly initialised backbone says so in its title and in a red box inside the plot.
+line through the mean, error bars spanning the min..max range over seeds, and each seed as a faint
+dot. They wear the house style (``theme``): its colours and names, its title, and its
+random-weights marks when any row was computed with a randomly initialised backbone.
 
 ``rows``: ``pipeline.sweep_row`` dicts (as in ``results.json``; None stands for NaN).
 """
@@ -18,7 +17,15 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reprog_core.figures import SPECTRAL_STATS, TRANSFORM_COLORS, fmt, weights_note
+from reprog_core.figures.spectrum import SPECTRAL_STATS
+from reprog_core.figures.theme import (
+    INK,
+    MUTED,
+    TRANSFORM_COLORS,
+    base_layout,
+    fmt,
+    title_layout,
+)
 from reprog_core.sweep.analysis import (
     Spread,
     by_depth,
@@ -29,9 +36,9 @@ from reprog_core.sweep.analysis import (
 )
 
 Row = Mapping[str, Any]
-MUTED = "#868e96"
-RANDOM_COLOR = "#c92a2a"
 SPREAD_NOTE = "line: mean over seeds · bars: min..max over seeds · dots: single seeds"
+LEGEND_PX = 70  # the legend's band under the x axis; the figure is taller by it
+TOP = 100  # room above the plot: title and a one-line subtitle
 
 
 def _weights(rows: Sequence[Row]) -> str | None:
@@ -52,43 +59,22 @@ def _subtitle(rows: Sequence[Row], extra: str = "") -> str:
 
 
 def _layout(fig: go.Figure, title: str, rows: Sequence[Row], subtitle: str, height: int) -> None:
-    weights = _weights(rows)
-    note = weights_note(weights)
-    if note:
-        title = f"{title} — <span style='color:{RANDOM_COLOR}'>RANDOM backbone weights</span>"
-        fig.add_annotation(
-            text=f"⚠ {note}",
-            xref="paper",
-            yref="paper",
-            x=0.99,
-            y=0.99,
-            xanchor="right",
-            yanchor="top",
-            showarrow=False,
-            font={"color": "white", "size": 12},
-            bgcolor=RANDOM_COLOR,
-            borderpad=4,
-        )
-    # The legend goes under the x axis: above the plot it shared the band of the (long) subtitle
-    # and hid the top points. Markers are not clipped at the plot's edge (cliponaxis), and the
-    # figure is taller by the legend's band so the plot keeps its height.
+    """The house layout for a plot area ``height`` pixels tall (less the title's band). The legend
+    goes under the x axis: above the plot it shared the band of the (long) subtitle and hid the
+    top points. Markers are not clipped at the plot's edge (cliponaxis)."""
     for trace in fig.data:
         if isinstance(trace, go.Scatter):
             trace.cliponaxis = False
-    legend_px = 70
-    fig.update_layout(
-        title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"},
-        template="plotly_white",
-        height=height + legend_px,
-        margin={"l": 70, "r": 30, "t": 100, "b": 50 + legend_px},
-        legend={
-            "orientation": "h",
-            "yanchor": "top",
-            "y": -(50 + 6) / (height - 150),
-            "xanchor": "left",
-            "x": 0,
-        },
-        hovermode="closest",
+    weights = _weights(rows)
+    fig.update_layout(title=title_layout(title, subtitle, weights))
+    base_layout(
+        fig,
+        height + LEGEND_PX,
+        bottom=50 + LEGEND_PX,
+        legend_px=50 + 6,
+        weights=weights,
+        top=TOP,
+        right=30,
     )
 
 
@@ -139,8 +125,8 @@ def source_accuracy_figure(rows: Sequence[Row]) -> go.Figure:
     src = source_rows(rows)
     fig = go.Figure()
     if src:
-        fig.add_trace(_mean_trace(by_depth(src, "source_test_acc"), "source model", "#1f2430"))
-        fig.add_trace(_seed_dots(src, "source_test_acc", "source model", "#1f2430"))
+        fig.add_trace(_mean_trace(by_depth(src, "source_test_acc"), "source model", INK))
+        fig.add_trace(_seed_dots(src, "source_test_acc", "source model", INK))
     fig.update_xaxes(title="source depth L", dtick=1)
     fig.update_yaxes(title="source test accuracy", tickformat=".1%")
     _layout(fig, "Source accuracy against depth", rows, _subtitle(rows, SPREAD_NOTE), 420)

@@ -1,0 +1,142 @@
+"""What a fit's figures mean, in words: the kernel-regime caption (step size, agreement horizon,
+where prediction and fit part, kernel drift), why a practical fit carries no prediction, when the
+prediction explodes, and what the spectrum says about the speed of a fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from reprog_core.figures.theme import Result, fmt
+
+EXPLODES = 10.0  # a prediction above this many times the initial measured loss "explodes"
+
+
+def prediction_explodes(kr: Mapping[str, Any]) -> str | None:
+    """A sentence when the full prediction (drawn or not) runs away: non-finite, or above
+    ``EXPLODES`` times the initial measured loss. None otherwise."""
+    pred = np.asarray(
+        [np.nan if v is None else v for v in kr.get("predicted_loss") or []], dtype=float
+    )
+    meas = [v for v in kr.get("measured_loss") or [] if v is not None]
+    if not pred.size or not meas:
+        return None
+    steps = list(kr.get("steps") or range(pred.size))
+    ref = float(meas[0]) if meas[0] else float(max(meas))
+    bad = ~np.isfinite(pred) | (pred > EXPLODES * ref)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    peak = "is no longer finite" if not np.isfinite(pred[i]) else f"reaches {fmt(pred[i], 3)}"
+    return (
+        f"The NTK prediction explodes: it {peak} at step {steps[i]} (η·λ_max/N = "
+        f"{fmt(kr.get('lr_lambda_max_over_n'), 3)}; above 2 gradient descent on the linearised "
+        "model diverges along the stiffest direction). It is not drawn past the agreement horizon."
+    )
+
+
+def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
+    """What the kernel-regime figure shows, in words: ρ, η, η·λ_max/N, the agreement horizon and
+    the loss drop within it, where prediction and fit part and the kernel drift there and at the
+    end."""
+    tol = kr.get("agreement_tol", 0.1)
+    steps = kr.get("steps") or [0]
+    parts = [
+        f"Kernel regime: full-batch gradient descent on squared loss over the N = {kr.get('n')} "
+        f"kernel samples, step size η = ρ·N/λ_max = {fmt(kr.get('lr'), 3)} with ρ = "
+        f"{fmt(kr.get('rho'), 3)} (η·λ_max/N = {fmt(kr.get('lr_lambda_max_over_n'), 3)}; λ_max "
+        f"= {fmt(kr.get('lambda_max_full'), 3)} of the full kernel, N·c_T = "
+        f"{_nc(kr)} rows). The prediction is the linearised model's loss from the full kernel "
+        "at θ₀."
+    ]
+    until, parted = kr.get("agree_until"), kr.get("parted_at")
+    drop = f"{100 * float(kr.get('loss_drop') or 0.0):.0f}%"
+    if until is None:
+        parts.append(
+            f"Prediction and fit differ by more than {tol:.0%} from the first step, so no "
+            "prediction is drawn."
+        )
+    elif parted is None:
+        parts.append(
+            f"It stays within {tol:.0%} of the measured loss over all {steps[-1]} steps "
+            f"(worst {100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss "
+            f"falls by {drop}."
+        )
+    else:
+        dp = kr.get("drift_at_parting")
+        parts.append(
+            f"It stays within {tol:.0%} of the measured loss up to step {until} (worst "
+            f"{100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss falls by "
+            f"{drop}; they part at step {parted}, where the kernel has drifted by "
+            f"{fmt(dp, 2)} (‖Θ(θ_t) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F): the model is no longer linear in θ, "
+            "so the prediction is not drawn beyond it."
+        )
+    parts.append(f"Kernel drift at the end (step {steps[-1]}): {fmt(kr.get('drift'), 2)}.")
+    boom = prediction_explodes(kr)
+    if boom:
+        parts.append(boom)
+    return " ".join(parts)
+
+
+def _nc(kr: Mapping[str, Any]) -> str:
+    n, c = kr.get("n"), kr.get("n_outputs")
+    return f"{n * c}" if isinstance(n, int) and isinstance(c, int) else "N·c_T"
+
+
+def practical_regime_note(config: Mapping[str, Any]) -> str:
+    """Why a practical fit's loss axes carry no NTK prediction."""
+    opt, loss = config.get("optimizer"), config.get("loss")
+    batches = "full batch" if opt == "sgd" else f"minibatches of {config.get('batch_size', 'B')}"
+    loss_name = {"ce": "cross-entropy", "mse": "squared loss"}.get(str(loss), str(loss))
+    return (
+        "No NTK prediction on these axes: the prediction models full-batch gradient descent on "
+        f"squared loss with a fixed kernel, and this fit used {opt} on {loss_name} ({batches}), "
+        "which it does not describe. What the spectrum does say about speed is under the "
+        "spectrum (time scales of its modes). Switch on 'Kernel regime' in the sidebar to test "
+        "the prediction against a fit it describes."
+        + (
+            " Cross-entropy rewards ever larger logits, so the squared loss on the kernel samples "
+            "can rise while the accuracy improves: it is the loss the kernel regime minimises, "
+            "not this fit's."
+            if loss == "ce"
+            else ""
+        )
+    )
+
+
+def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str | None:
+    """What the spectrum says about the speed of a fit, in words: the time scale N/(η λ_i) of the
+    top and the bottom mode for full-batch gradient descent on squared loss at η = ρ N / λ_max,
+    i.e. (λ_max / λ_i) / ρ steps. None when there is no spectrum."""
+    stats = (kernel or {}).get("stats") or {}
+    lam_max, lam_min = stats.get("lambda_max"), stats.get("lambda_min")
+    if not kernel or not lam_max or not lam_min or lam_max <= 0 or lam_min <= 0:
+        return None
+    rho = float(config.get("rho") or 0.1)
+    top, bottom = 1.0 / rho, lam_max / lam_min / rho
+    steps = config.get("steps")
+    rank, size = stats.get("rank"), len(stats.get("eigenvalues") or [])
+    text = (
+        f"Time scales, for full-batch gradient descent on squared loss at η = ρ·N/λ_max (ρ = "
+        f"{fmt(rho, 3)}): the error along eigen-direction i shrinks by (1 − ρ·λ_i/λ_max) per "
+        f"step, a time scale of N/(η·λ_i) = (λ_max/λ_i)/ρ steps. Top mode (λ_max): "
+        f"{fmt(top, 3)} steps; slowest mode that can be fitted (λ_min): {fmt(bottom, 3)} steps"
+    )
+    if isinstance(steps, int) and steps > 0:
+        text += f" (the fit runs {steps:,})"
+    text += "."
+    if isinstance(rank, int) and size and rank < size:
+        text += f" The {size - rank} directions beyond the rank are not fitted at all."
+    if kernel.get("kernel") == "trace":
+        text += (
+            " Read from the trace form, so the ratios are approximate: the dynamics use the full "
+            "kernel."
+        )
+    if config.get("regime") != "kernel":
+        text += (
+            f" This fit uses {config.get('optimizer')} on {config.get('loss')} loss, so these "
+            "are indicative, not a prediction of its curve."
+        )
+    return text

@@ -1,0 +1,255 @@
+"""Kernel spectra: one kernel's eigenvalues with λ_min, the tolerance and the rank marked, its
+statistics as a table, and several spectra overlaid.
+
+Every kernel figure names the kernel (target NTK w.r.t. θ, or source NTK), its form (trace N x N
+or full N*c_T x N*c_T), N and P.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from reprog_core.figures.theme import (
+    MUTED,
+    PALETTE,
+    Result,
+    base_layout,
+    decade_dtick,
+    fmt,
+    level,
+    title_layout,
+)
+
+# Spectral statistics a user can plot against accuracy: key -> (label, better when, log axis).
+SPECTRAL_STATS: dict[str, tuple[str, str, bool]] = {
+    "lambda_min": ("λ_min (smallest eigenvalue above tolerance)", "higher", True),
+    "effective_rank": ("effective rank", "higher", False),
+    "rank": ("numerical rank", "higher", False),
+    "lambda_max": ("λ_max (largest eigenvalue)", "higher", True),
+    "condition_number": ("condition number λ_max / λ_min", "lower", True),
+    "trace": ("trace (sum of eigenvalues)", "higher", True),
+    "alignment": ("kernel-target alignment", "higher", False),
+    "decay_exponent": ("decay exponent α (λ_i ∝ i^−α)", "lower", False),
+    "abs_sum_over_n": ("Σ|Θ(x,x')| / N (generalisation-gap term)", "lower", True),
+}
+
+
+def kernel_description(kernel: Result, sep: str = " · ") -> str:
+    """One line naming the kernel: w.r.t. what, which form, N, c and P, and how it was computed.
+    ``sep`` goes between what the kernel is and its form (``<br>`` in a figure subtitle)."""
+    n, c, p = kernel.get("n"), kernel.get("n_outputs"), kernel.get("n_params")
+    if kernel.get("wrt", "transform") == "source":
+        what = f"source NTK K_S w.r.t. the source model's {_count(p)} trainable parameters"
+    else:
+        what = f"target NTK Θ_T w.r.t. θ, the input transformation's {_count(p)} parameters"
+    if kernel.get("kernel") == "full":
+        size = n * c if isinstance(n, int) and isinstance(c, int) else "N·c"
+        form = f"full form ({size}×{size}: N·c_T rows, c_T = {c})"
+    else:
+        form = f"trace form ({n}×{n}, summed over the c = {c} outputs)"
+    method = kernel.get("method")
+    partial = (
+        " · top eigenvalues only (Lanczos)" if (kernel.get("stats") or {}).get("partial") else ""
+    )
+    return f"{what}{sep}{form} · N = {n} samples" + (f" · {method}" if method else "") + partial
+
+
+def _count(p: Any) -> str:
+    return f"P = {p:,}" if isinstance(p, int) else "P"
+
+
+def _positive_floor(stats: Mapping[str, Any]) -> float:
+    """Where to draw eigenvalues that are numerically zero on a log axis: a decade below the
+    tolerance (or below the smallest positive eigenvalue when there is no tolerance)."""
+    tol = float(stats.get("rank_tol") or 0.0)
+    eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+    pos = eig[eig > 0]
+    ref = tol if tol > 0 else (pos.min() if pos.size else 1.0)
+    return ref / 10.0
+
+
+def spectrum_figure(
+    kernel: Result, weights: str | None = None, title: str | None = None
+) -> go.Figure:
+    """Eigenvalues (descending, log scale) of one kernel, with λ_min, the tolerance and the rank
+    marked. ``kernel`` is a KernelResult dict; ``weights`` its weights label (defaults to the
+    kernel's own)."""
+    stats = kernel.get("stats") or {}
+    weights = weights if weights is not None else kernel.get("weights")
+    eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+    idx = np.arange(1, eig.size + 1)
+    tol = float(stats.get("rank_tol") or 0.0)
+    floor = _positive_floor(stats)
+    above = eig > tol
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=idx[above],
+            y=eig[above],
+            mode="lines+markers",
+            name="eigenvalue λ_i",
+            marker={"size": 5, "color": PALETTE[0]},
+            line={"color": PALETTE[0], "width": 1.5},
+            hovertemplate="i = %{x}<br>λ_i = %{y:.4g}<extra></extra>",
+        )
+    )
+    if (~above).any():
+        # Zero (or slightly negative, from round-off) eigenvalues cannot sit on a log axis: draw
+        # them at a floor, in grey, and say so in the legend.
+        fig.add_trace(
+            go.Scatter(
+                x=idx[~above],
+                y=np.full((~above).sum(), floor),
+                mode="markers",
+                name=f"numerically zero (≤ tolerance), drawn at {floor:.1e}",
+                marker={"size": 5, "color": MUTED, "symbol": "x"},
+                customdata=eig[~above],
+                hovertemplate="i = %{x}<br>λ_i = %{customdata:.3g} (≤ tolerance)<extra></extra>",
+            )
+        )
+    lam_min = stats.get("lambda_min")
+    if lam_min and lam_min > 0:
+        level(fig, lam_min, f"λ_min = {fmt(lam_min, 3)}", PALETTE[1], "dot", "bottom right")
+    if tol > 0 and (~above).any():
+        # Only when something falls below it: otherwise the line would stretch the axis decades
+        # below the spectrum (the tolerance is always in the statistics table).
+        level(fig, tol, f"rank tolerance {tol:.1e}", MUTED, "dash", "top right")
+    rank = stats.get("rank")
+    if isinstance(rank, int) and eig.size:
+        fig.add_vline(
+            x=rank + 0.5 if rank < eig.size else rank,
+            line={"dash": "dash", "color": PALETTE[2]},
+            annotation_text=f"rank = {rank} of {eig.size}",
+            annotation_position="top left" if rank > eig.size / 2 else "top right",
+            annotation_font_color=PALETTE[2],
+        )
+    fig.update_yaxes(
+        type="log",
+        title="eigenvalue λ_i (log scale)",
+        exponentformat="power",
+        dtick=decade_dtick(fig),
+    )
+    fig.update_xaxes(title="index i (largest first)")
+    head = title or (
+        "Eigenvalue spectrum of the "
+        + ("source NTK" if kernel.get("wrt") == "source" else "target NTK")
+    )
+    fig.update_layout(title=title_layout(head, kernel_description(kernel, sep="<br>"), weights))
+    return base_layout(fig, 480, weights=weights)
+
+
+def spectrum_stats_rows(kernel: Result) -> list[dict[str, str]]:
+    """The statistics table: one row per statistic with its value and what it means."""
+    s = kernel.get("stats") or {}
+    n_eig = len(s.get("eigenvalues") or [])
+    targets = s.get("alignment_targets") or "targets"
+    rows = [
+        ("λ_max", fmt(s.get("lambda_max")), "largest eigenvalue: the fastest direction to fit"),
+        (
+            "λ_min",
+            fmt(s.get("lambda_min")),
+            f"smallest eigenvalue above the tolerance: the slowest direction that can still be "
+            f"fitted (raw smallest: {fmt(s.get('lambda_min_raw'), 3)})",
+        ),
+        (
+            "numerical rank",
+            f"{s.get('rank', '—')} of {n_eig}",
+            f"eigenvalues above the tolerance {fmt(s.get('rank_tol'), 2)}; the other directions "
+            "cannot be fitted at all",
+        ),
+        (
+            "condition number",
+            fmt(s.get("condition_number")),
+            "λ_max / λ_min: how unevenly fast the directions are fitted (lower is better)",
+        ),
+        ("trace", fmt(s.get("trace")), "sum of the eigenvalues"),
+        (
+            "effective rank",
+            fmt(s.get("effective_rank")),
+            "exp(entropy of λ/Σλ): how many directions carry the kernel's weight",
+        ),
+        (
+            "decay exponent α",
+            fmt(s.get("decay_exponent")),
+            "power-law fit λ_i ∝ i^−α to the top of the spectrum: larger means faster decay",
+        ),
+        (
+            "kernel-target alignment",
+            fmt(s.get("alignment")),
+            f"yᵀKy / (‖K‖_F ‖y‖²) with {targets}: near 1, the labels lie along fast directions",
+        ),
+        (
+            "Σ|Θ(x,x')| / N",
+            fmt(s.get("abs_sum_over_n")),
+            "the paper's generalisation-gap term (smaller is better)",
+        ),
+        (
+            "negative eigenvalues",
+            str(s.get("n_negative", "—")),
+            "below −tolerance: should be 0, a kernel is positive semi-definite",
+        ),
+    ]
+    if s.get("partial"):
+        rows.append(("partial", "yes", "only the top eigenvalues were computed (Lanczos)"))
+    return [{"statistic": a, "value": b, "what it means": c} for a, b, c in rows]
+
+
+def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[str]) -> go.Figure:
+    """Several spectra on one log axis, each normalised by nothing: absolute eigenvalues, so a
+    larger kernel sits higher. Legend entries name each kernel's form and N."""
+    fig = go.Figure()
+    any_random = False
+    for i, (kernel, label) in enumerate(zip(kernels, labels)):
+        if not kernel:
+            continue
+        stats = kernel.get("stats") or {}
+        eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
+        floor = _positive_floor(stats)
+        is_random = kernel.get("weights") == "random"
+        any_random |= is_random
+        color = PALETTE[i % len(PALETTE)]
+        name = f"{label} · {kernel.get('kernel')} form, N = {kernel.get('n')}"
+        if is_random:
+            name += " · RANDOM weights"
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, eig.size + 1),
+                y=np.maximum(eig, floor),
+                mode="lines",
+                name=name,
+                line={"color": color, "width": 2},
+                hovertemplate=f"{label}<br>i = %{{x}}<br>λ_i = %{{y:.4g}}<extra></extra>",
+            )
+        )
+        lam_min = stats.get("lambda_min")
+        if lam_min and lam_min > 0:
+            fig.add_hline(y=lam_min, line={"dash": "dot", "color": color, "width": 1})
+    fig.update_yaxes(
+        type="log",
+        title="eigenvalue λ_i (log scale)",
+        exponentformat="power",
+        dtick=decade_dtick(fig),
+    )
+    fig.update_xaxes(title="index i (largest first)")
+    fig.update_layout(
+        title=title_layout(
+            "Target NTK spectra, overlaid",
+            "dotted lines: each config's λ_min · eigenvalues at or below the tolerance are drawn "
+            "at a floor",
+            "random" if any_random else None,
+        ),
+    )
+    n_curves = sum(1 for k in kernels if k)
+    bottom = 70 + 20 * n_curves
+    fig.update_layout(showlegend=True)  # plotly hides a one-entry legend; it names the config
+    return base_layout(
+        fig,
+        360 + bottom,
+        bottom=bottom,
+        vertical_legend=True,
+        weights="random" if any_random else None,
+    )
