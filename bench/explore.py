@@ -153,13 +153,14 @@ def scenario_configs(quick: bool) -> dict[str, Any]:
 def run_scenarios(device: str, quick: bool) -> dict[str, Any]:
     """Time the four scenarios through a fresh backend (see the module doc)."""
     from reprog_core.backend import Backend
+    from reprog_core.pipeline import TASKS
     from reprog_core.runtime import cache_dir
 
     configs = scenario_configs(quick)
     timer = StageTimer()
     totals: dict[str, float] = {}
     caches: dict[str, str] = {}
-    backend = Backend(cache_dir(), cpu_workers=1, isolation="thread", device=device)
+    backend = Backend(cache_dir(), cpu_workers=1, isolation="thread", device=device, tasks=TASKS)
     try:
         with timer.install():
             for name, cfg in configs.items():

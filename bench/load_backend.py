@@ -35,6 +35,7 @@ from typing import Any
 
 from reprog_core.backend import Backend, BackendError, Limits, Store
 from reprog_core.config import ExperimentConfig
+from reprog_core.pipeline import TASKS
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -97,6 +98,7 @@ def backend_sender(args: argparse.Namespace) -> tuple[Any, Backend]:
         cpu_workers=args.workers,
         isolation=args.isolation,
         limits=Limits.from_env(),
+        tasks=TASKS,
     )
     params = {"seconds": args.seconds} if args.task == "sleep" else {}
 

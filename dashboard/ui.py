@@ -29,7 +29,7 @@ import streamlit as st
 
 from dashboard import state
 from reprog_core import data, figures
-from reprog_core.backend import BackendError, Handle, default_backend
+from reprog_core.backend import BackendError, Handle
 from reprog_core.config import (
     ConfigError,
     ExperimentConfig,
@@ -38,6 +38,7 @@ from reprog_core.config import (
     OptimizerKind,
     Regime,
 )
+from reprog_core.serving import default_backend
 
 CFG = "_cfg"
 PAGE = "_page"  # url_path of the page drawn in this run

@@ -303,7 +303,7 @@ def _request(kind: str, params: dict[str, Any], args) -> tuple[ExperimentConfig,
 
 
 def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict[str, Any]:
-    from reprog_core.backend import default_backend
+    from reprog_core.serving import default_backend
 
     if getattr(args, "download", False):
         ensure_downloaded(cfg)
@@ -395,8 +395,9 @@ def _cmd_ntk(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     from reprog_core import backend as be
+    from reprog_core.serving import default_backend
 
-    b = be.default_backend()
+    b = default_backend()
     if args.action == "info":
         out: Any = be.cache_info(b)
     elif args.action == "ls":

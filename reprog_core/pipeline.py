@@ -2,7 +2,7 @@
 
 data -> source model -> transform -> (kernel, fit) -> spectrum. Each function takes an optional
 ``progress(fraction, stage)`` callback (which may raise to cancel) and can be called directly,
-without the backend; ``register_tasks`` makes them the backend's task kinds.
+without the backend; ``TASKS`` are the backend's task kinds.
 """
 
 from __future__ import annotations
@@ -270,28 +270,30 @@ def _loss_drop(losses: list[float]) -> float:
     return 1 - losses[-1] / losses[0] if losses[0] else math.nan
 
 
-def _task(fn: Callable[..., dict[str, Any]]):
-    """Adapt a pipeline function to the backend's task signature ``(cfg, params, progress)``."""
+class _Task:
+    """A pipeline function as a backend task ``(cfg, params, progress)``. A module-level class
+    holding a module-level function: it pickles by reference, so a worker process gets it."""
 
-    def task(cfg: ExperimentConfig, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+    def __init__(self, fn: Callable[..., dict[str, Any]]) -> None:
+        self.fn = fn
+
+    def __call__(
+        self, cfg: ExperimentConfig, params: dict[str, Any], progress: Any
+    ) -> dict[str, Any]:
         def report(fraction: float, stage: str = "") -> None:
             progress.update(fraction, stage)
             progress.check_cancelled()
 
         params = dict(params)
         device = params.pop("device", None) or getattr(progress, "device", None)
-        return fn(cfg, report, device=str(device) if device is not None else None, **params)
-
-    task.__name__ = fn.__name__
-    return task
+        return self.fn(cfg, report, device=str(device) if device is not None else None, **params)
 
 
-def register_tasks() -> None:
-    """Register the pipeline's functions as backend task kinds."""
-    from reprog_core.backend import register_task
-
-    register_task("source", _task(run_source))
-    register_task("fit", _task(run_fit))
-    register_task("ntk", _task(run_ntk))
-    register_task("explore", _task(run_explore))
-    register_task("sweep-point", _task(run_explore))
+# The backend's task kinds (handed to it by ``reprog_core.serving``).
+TASKS: dict[str, _Task] = {
+    "source": _Task(run_source),
+    "fit": _Task(run_fit),
+    "ntk": _Task(run_ntk),
+    "explore": _Task(run_explore),
+    "sweep-point": _Task(run_explore),
+}

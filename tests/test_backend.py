@@ -40,12 +40,8 @@ from reprog_core.backend import (
     cache_clear,
     cache_info,
     cache_ls,
-    ensure_pipeline_tasks,
-    register_task,
     warm,
 )
-from reprog_core.backend import tasks as task_registry
-from reprog_core.backend.tasks import TaskSpec
 from reprog_core.config import ExperimentConfig
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -53,7 +49,8 @@ CFG = ExperimentConfig()
 
 
 # --------------------------------------------------------------------------- test tasks
-# Module-level, so that a spawned worker process finds them by importing this module.
+# Module-level, so that they pickle by reference: a worker process gets them by importing this
+# module.
 def count_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Append a line to ``params['counter']``, sleep ``params['seconds']``, return a record with
     a small 'gram' and optionally a large 'pad' string (so the entry lives in its own file)."""
@@ -142,22 +139,26 @@ def fake_explore(cfg: ExperimentConfig, params: dict[str, Any], progress: Progre
     return {"depth": cfg.depth, "transform": cfg.transform, "lambda_min": 0.1 * cfg.depth}
 
 
-register_task("test-count", count_task)
-register_task("test-pid", pid_task)
-register_task("test-gate", gate_task)
-register_task("test-stubborn", stubborn_task)
-register_task("test-oom", oom_task)
-register_task("test-budget", budget_task)
-register_task("test-fail", fail_task)
+# What every backend here is handed (the built-in 'sleep' comes with it).
+TASKS = {
+    "test-count": count_task,
+    "test-pid": pid_task,
+    "test-gate": gate_task,
+    "test-stubborn": stubborn_task,
+    "test-oom": oom_task,
+    "test-budget": budget_task,
+    "test-fail": fail_task,
+}
 
 
 # --------------------------------------------------------------------------- helpers
 @pytest.fixture
 def make_backend(tmp_path: Path) -> Iterator[Callable[..., Backend]]:
-    """Backends on a per-test cache dir (CPU only); closed after the test."""
+    """Backends on a per-test cache dir (CPU only) serving ``TASKS``; closed after the test."""
     made: list[Backend] = []
 
     def make(**kwargs: Any) -> Backend:
+        kwargs.setdefault("tasks", TASKS)
         kwargs.setdefault("cache_dir", tmp_path / "cache")
         kwargs.setdefault("device", "cpu")
         kwargs.setdefault("cpu_workers", 2)
@@ -271,7 +272,7 @@ def test_two_processes_sharing_a_cache_compute_once(tmp_path):
         import test_backend as t
         from reprog_core.backend import Backend
         cache, counter, go, name = sys.argv[1:5]
-        backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1)
+        backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1, tasks=t.TASKS)
         open(go + "." + name, "w").close()
         while not os.path.exists(go):  # start both requests at the same moment
             time.sleep(0.005)
@@ -347,7 +348,7 @@ def test_kill_9_of_the_computing_server_releases_its_lock(make_backend, tmp_path
     script = """
         import test_backend as t
         from reprog_core.backend import Backend
-        backend = Backend(cache_dir=sys.argv[1], device="cpu", cpu_workers=1)
+        backend = Backend(cache_dir=sys.argv[1], device="cpu", cpu_workers=1, tasks=t.TASKS)
         backend.run("test-pid", t.CFG, {"pid_file": sys.argv[2]})
     """
     proc = run_python(script, str(cache), str(pid_file))
@@ -592,10 +593,8 @@ def test_cache_info_ls_and_clear(make_backend, tmp_path, gate):
     assert cache_clear(backend) == 1 and cache_info(backend)["count"] == 0
 
 
-def test_warm_default_preset(make_backend, monkeypatch):
-    ensure_pipeline_tasks()  # so the real 'explore' cannot replace the fake one mid-test
-    monkeypatch.setitem(task_registry.REGISTRY, "explore", TaskSpec("explore", fake_explore))
-    backend = make_backend()
+def test_warm_default_preset(make_backend):
+    backend = make_backend(tasks={"explore": fake_explore})
     seen: list[tuple[int, int]] = []
     entries = warm(backend, "default", lambda i, n, entry: seen.append((i, n)))
     assert len(entries) == 18 and seen[-1] == (18, 18)
@@ -616,38 +615,51 @@ def test_builtin_sleep_task(make_backend):
         backend.run("sleep", CFG, {"seconds": 1e6})
 
 
-def test_pipeline_kinds_are_registered_before_concurrent_callers_look(monkeypatch):
-    """Many threads asking for a pipeline kind at once, while the pipeline is still importing,
-    all find it (a race once answered most of them 'unknown task kind')."""
-    import threading
-    import time as _time
+def test_a_backend_serves_the_tasks_it_was_handed(make_backend, tmp_path):
+    """No registry behind its back: each backend knows the built-in kinds and its own."""
+    bare = make_backend(tasks=None, cache_dir=tmp_path / "bare")
+    assert sorted(bare.tasks) == ["sleep"]
+    with pytest.raises(UnknownTask, match="unknown task kind 'test-count'; registered: .'sleep'"):
+        bare.submit("test-count", CFG, {"counter": str(tmp_path / "c")})
+    assert make_backend().task("test-count").fn is count_task
 
-    from reprog_core.backend import tasks
 
-    monkeypatch.setitem(tasks._pipeline_state, "done", False)
-    monkeypatch.setattr(tasks, "REGISTRY", dict(tasks.REGISTRY))
-    tasks.REGISTRY.pop("explore", None)
-    real_import = tasks.importlib.import_module
+def test_the_backend_never_imports_the_pipeline():
+    """The dependency is one-way: whoever creates a backend hands it the pipeline's tasks."""
+    import ast
 
-    def slow_import(name, *a, **k):
-        _time.sleep(0.3)  # the pipeline's import takes a while (torch, open_clip, ...)
-        return real_import(name, *a, **k)
+    backend_dir = TESTS_DIR.parent / "reprog_core" / "backend"
+    for path in backend_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            assert not any(
+                n.split(".")[0] == "importlib" or n.startswith("reprog_core.pipeline")
+                for n in names
+            ), path
 
-    monkeypatch.setattr(tasks.importlib, "import_module", slow_import)
-    found, errors = [], []
 
-    def ask():
-        try:
-            found.append(tasks.get_task("explore").kind)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+def test_pipeline_tasks_reach_a_worker_process_by_reference():
+    import pickle
 
-    threads = [threading.Thread(target=ask) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and found == ["explore"] * 12
+    from reprog_core.pipeline import TASKS, run_explore
+
+    assert pickle.loads(pickle.dumps(TASKS["sweep-point"])).fn is run_explore
+
+
+def test_put_stores_a_result_computed_elsewhere_as_the_backend_would(make_backend, tmp_path):
+    backend = make_backend()
+    params = {"counter": str(tmp_path / "count")}
+    computed = count_task(CFG, params, Progress())
+    stored = backend.put("test-count", CFG, computed, params)
+    assert stored["key"] == backend.key("test-count", CFG, params) and "gram" not in stored
+    hit = backend.run("test-count", CFG, params)
+    assert hit["cache"] == "hit" and hit == {**stored, "cache": "hit"}
+    assert count_lines(tmp_path / "count") == 1  # only the run above, outside the backend
 
 
 def test_source_and_target_size_have_server_caps(make_backend, tmp_path, monkeypatch):

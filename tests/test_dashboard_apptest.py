@@ -44,7 +44,7 @@ def dashboard_env() -> Iterator[None]:
     fragment would); the backend is closed at the end so no computation outlives the tests."""
     saved = {k: os.environ.get(k) for k in ("REPROG_ORPHAN_POLICY",)}
     yield
-    from reprog_core.backend import default_backend
+    from reprog_core.serving import default_backend
 
     default_backend().close()
     for k, v in saved.items():
@@ -480,8 +480,8 @@ def test_running_requests_do_not_hold_the_page_run(monkeypatch: pytest.MonkeyPat
 def test_depth_sweep_click_counts_when_the_missing_count_changed() -> None:
     """The 'Compute the N missing points' click is not lost when another session stored one of
     the points between drawing the button and the click (its label, N, changed meanwhile)."""
-    from reprog_core.backend import default_backend
     from reprog_core.config import ExperimentConfig
+    from reprog_core.serving import default_backend
 
     at = new_app(FAST)
     at.run()

@@ -250,10 +250,11 @@ def test_cached_cli_answer_does_not_import_torch(tmp_path):
     is the backend's own hit (same fields)."""
     from reprog_core.backend import Backend
     from reprog_core.cli import build_parser, config_from_args
+    from reprog_core.pipeline import TASKS
 
     env = {"REPROG_CACHE_DIR": str(tmp_path), "REPROG_THREADS": "1"}
     cfg = config_from_args(build_parser().parse_args(["fit", *TINY]))
-    backend = Backend(tmp_path, cpu_workers=1, device="cpu")
+    backend = Backend(tmp_path, cpu_workers=1, device="cpu", tasks=TASKS)
     try:
         computed = backend.run("fit", cfg)
         hit = backend.get("fit", cfg)

@@ -32,7 +32,6 @@ from reprog_core.backend import (
     cache_clear,
     cache_info,
     cache_ls,
-    register_task,
 )
 from reprog_core.backend import store as store_mod
 from reprog_core.config import ExperimentConfig
@@ -48,7 +47,7 @@ def payload_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progre
     return {"depth": cfg.depth, "pad": "x" * int(params.get("pad", 0))}
 
 
-register_task("robust-payload", payload_task)
+TASKS = {"robust-payload": payload_task}
 
 
 def runs(counter: Path) -> int:
@@ -57,7 +56,7 @@ def runs(counter: Path) -> int:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1)
+    b = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1, tasks=TASKS)
     yield b
     b.close()
 
@@ -178,12 +177,12 @@ def test_a_locked_database_is_waited_for_never_set_aside(tmp_path):
 
 def test_cache_info_waits_out_a_lock_and_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("REPROG_CACHE_TIMEOUT_S", "0.5")
-    first = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1)
+    first = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1, tasks=TASKS)
     first.run("robust-payload", CFG, {"counter": str(tmp_path / "count")})
     first.close()
     holder = hold_lock(first.store.db_path, 3.0)
     try:
-        second = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1)
+        second = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1, tasks=TASKS)
         info = cache_info(second)
         assert info["count"] == 1 and info["corrupt"] == []
         assert info["read_only"] == "locked by another process"
@@ -224,7 +223,7 @@ def fill_and_corrupt_a_page(directory: Path, n: int = 300) -> None:
 def test_a_corrupted_page_is_detected_rebuilt_and_admin_commands_work(tmp_path):
     root = tmp_path / "cache"
     fill_and_corrupt_a_page(root / "results")
-    backend = Backend(cache_dir=root, device="cpu", cpu_workers=1)
+    backend = Backend(cache_dir=root, device="cpu", cpu_workers=1, tasks=TASKS)
 
     info = cache_info(backend)
     assert len(info["corrupt"]) == 1 and info["corrupt"][0]["size"] > 0
@@ -348,7 +347,7 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
 def test_full_disk_loses_nothing_admin_works_and_service_resumes(tiny_disk, tmp_path):
     cache = tiny_disk / "cache"
     params = {"counter": str(tmp_path / "count"), "pad": 60_000}  # counter: off the tiny disk
-    backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1)
+    backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1, tasks=TASKS)
     stored = [backend.run("robust-payload", CFG.replace(depth=d), params) for d in (1, 2, 3)]
     filler = fill_disk(tiny_disk)
 
@@ -383,7 +382,8 @@ def test_full_disk_loses_nothing_admin_works_and_service_resumes(tiny_disk, tmp_
     clear = cli("cache", "clear", cache=cache)  # cannot write: says so in one line, loses nothing
     assert clear.returncode == 1 and clear.stderr == f"python -m reprog_core cache: {full}\n"
 
-    backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1)  # a server started now
+    # A server started now.
+    backend = Backend(cache_dir=cache, device="cpu", cpu_workers=1, tasks=TASKS)
     assert backend.store.read_only == "disk full"
     assert len(cache_ls(backend)) == 3 and not list(cache.parent.glob("results.corrupt-*"))
     for d in (1, 2, 3):  # still served from the store

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 def backend(tmp_path, monkeypatch):
     """A backend of its own, installed as the process-wide one (what the dashboard uses)."""
     monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path))
-    be = Backend(cache_dir=tmp_path / "results", device="cpu", cpu_workers=2)
+    be = Backend(cache_dir=tmp_path / "results", device="cpu", cpu_workers=2, tasks=pipeline.TASKS)
     monkeypatch.setattr(service, "_default", be)
     yield be
     be.close()

@@ -21,6 +21,7 @@ from scipy.stats import spearmanr
 
 from reprog_core.backend import Backend, Limits
 from reprog_core.config import ExperimentConfig
+from reprog_core.pipeline import TASKS
 from reprog_core.sweep import (
     PRESETS,
     SWEEP_TASK,
@@ -73,7 +74,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _backend(cache: Path) -> Backend:
-    return Backend(cache_dir=cache, device="cpu", cpu_workers=1)
+    return Backend(cache_dir=cache, device="cpu", cpu_workers=1, tasks=TASKS)
 
 
 # --------------------------------------------------------------------------------------- grids

@@ -10,6 +10,7 @@ import pytest
 from dashboard import warm
 from reprog_core.backend import Backend
 from reprog_core.config import ExperimentConfig
+from reprog_core.pipeline import TASKS
 
 TINY = ExperimentConfig(
     source_per_class=10, source_epochs=1, target_per_class=10, n_kernel=8, steps=3, eval_every=3
@@ -36,7 +37,7 @@ def test_warm_up_computes_in_the_background_and_once(fresh_warm, monkeypatch, tm
         warm, "default_items", lambda: [("explore", TINY, "tiny"), ("explore", TINY, "again")]
     )
     demo_ran = threading.Event()
-    backend = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1)
+    backend = Backend(cache_dir=tmp_path / "cache", device="cpu", cpu_workers=1, tasks=TASKS)
     try:
         t0 = time.monotonic()
         assert warm.start(backend, [demo_ran.set])

@@ -1,17 +1,23 @@
 """The cached compute backend: one computation per config, shared by every session.
 
-Typical use (the dashboard and the CLI do exactly this)::
+Typical use (the dashboard and the CLI do exactly this, through ``reprog_core.serving``, which
+hands the backend the pipeline's tasks)::
 
-    from reprog_core.backend import default_backend
+    from reprog_core.serving import default_backend
 
     result = default_backend().run("explore", cfg)   # blocking; result["cache"] says how
     handle = default_backend().submit("ntk", cfg, {"keep_gram": True})   # non-blocking
     handle.status()   # JobStatus(state, queue_position, progress, stage, message)
 
-Files: ``service.py`` (Backend, Handle: dedup, queue, workers, cancel), ``store.py`` (diskcache
-with checksums), ``locks.py`` (per-key file locks across processes), ``worker.py`` (worker
-processes), ``tasks.py`` (task registry, Progress), ``limits.py`` (server caps), ``errors.py``,
-``admin.py`` (cache info / ls / clear / warm for the CLI).
+A backend of one's own: ``Backend(cache_dir, tasks={"kind": fn, ...})``.
+
+Files: ``service.py`` (Backend: the facade; the process-wide backend), ``jobs.py`` (the queue and
+live jobs: dedup, orphan policy, counters), ``handle.py`` (a requester's Handle), ``pool.py``
+(worker slots and threads: key lock, compute, store), ``saving.py`` (how a result is stored),
+``worker.py`` (worker processes), ``tasks.py`` (task specs, the built-in tasks, Progress),
+``store.py`` (diskcache with checksums), ``locks.py`` (per-key file locks across processes),
+``limits.py`` (server caps), ``errors.py``, ``admin.py`` (cache info / ls / clear / warm for the
+CLI).
 """
 
 from reprog_core.backend.admin import (
@@ -33,17 +39,12 @@ from reprog_core.backend.errors import (
     UnknownTask,
     WorkerCrashed,
 )
+from reprog_core.backend.handle import Handle
+from reprog_core.backend.jobs import JobStatus
 from reprog_core.backend.limits import Limits
-from reprog_core.backend.service import Backend, Handle, JobStatus, default_backend
+from reprog_core.backend.service import Backend, current_backend, shared_backend
 from reprog_core.backend.store import Store
-from reprog_core.backend.tasks import (
-    Progress,
-    TaskSpec,
-    ensure_pipeline_tasks,
-    get_task,
-    list_tasks,
-    register_task,
-)
+from reprog_core.backend.tasks import Progress, TaskSpec, task_table
 
 __all__ = [
     "PRESETS",
@@ -66,11 +67,9 @@ __all__ = [
     "cache_clear",
     "cache_info",
     "cache_ls",
-    "default_backend",
-    "ensure_pipeline_tasks",
-    "get_task",
+    "current_backend",
     "list_presets",
-    "list_tasks",
-    "register_task",
+    "shared_backend",
+    "task_table",
     "warm",
 ]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from reprog_core.backend.errors import BackendError
-from reprog_core.backend.service import Backend, Handle
+from reprog_core.backend.handle import Handle
+from reprog_core.backend.service import Backend
 from reprog_core.config import ExperimentConfig, TransformKind
 
 # A warm-up item: (task kind, config, params, labels to report it by).

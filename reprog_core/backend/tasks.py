@@ -1,9 +1,11 @@
-"""The task registry: what the backend knows how to compute, and the ``Progress`` a task reports to.
+"""What a backend computes: task functions, their specs, and the ``Progress`` a task reports to.
 
 A task is a plain function ``fn(cfg, params, progress) -> dict`` returning a JSON-safe dict. The
-real tasks ('source', 'fit', 'ntk', 'explore', ...) are registered by ``reprog_core.pipeline``,
-which the backend imports lazily (``ensure_pipeline_tasks``) so that this package never depends on
-the model code, and a worker process started fresh knows the same tasks as the server.
+backend knows no task by name: whoever creates a ``Backend`` hands it its tasks
+(``Backend(tasks={...})``; the pipeline's come from ``reprog_core.serving``), and ``task_table``
+adds the built-in ``sleep``. A worker process gets each task function pickled with its job, so
+task functions must be picklable: module-level functions (pickled by reference), or instances of
+module-level classes holding them.
 
 A task calls ``progress.update(fraction, stage)`` now and then; that also raises ``Cancelled``
 when the request was cancelled, so a task that reports progress is cancellable for free.
@@ -11,21 +13,13 @@ when the request was cancelled, so a task that reports progress is cancellable f
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reprog_core.backend.errors import Cancelled, OverBudget, UnknownTask
 from reprog_core.config import ExperimentConfig
-
-log = logging.getLogger("reprog_core.backend")
-
-PIPELINE_MODULE = "reprog_core.pipeline"
 
 
 class Progress:
@@ -85,7 +79,7 @@ class TaskFn(Protocol):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task kind.
+    """A task kind a backend serves.
 
     ``limits``: the ``Limits`` fields that apply to it (None: all). ``big_fields``: result keys
     (at any depth) holding big arrays, stored only when the request's params say ``keep_gram``.
@@ -95,109 +89,6 @@ class TaskSpec:
     fn: TaskFn
     limits: frozenset[str] | None = None
     big_fields: tuple[str, ...] = ("gram",)
-
-    @property
-    def ref(self) -> tuple[str, str]:
-        """(module, qualname) of ``fn``, so a worker process can import it."""
-        return self.fn.__module__, self.fn.__qualname__
-
-
-REGISTRY: dict[str, TaskSpec] = {}
-_registry_lock = threading.Lock()
-_pipeline_state: dict[str, Any] = {"done": False, "error": None}
-_pipeline_lock = threading.RLock()  # re-entrant: the import may ask for the registry again
-
-
-def register_task(
-    kind: str,
-    fn: TaskFn | None = None,
-    *,
-    limits: Iterable[str] | None = None,
-    big_fields: Iterable[str] = ("gram",),
-) -> Any:
-    """Register ``fn`` under ``kind`` (replacing an earlier one). Usable as a decorator:
-    ``@register_task('ntk')``. Returns ``fn``."""
-
-    def add(f: TaskFn) -> TaskFn:
-        if not kind or not isinstance(kind, str):
-            raise ValueError(f"task kind must be a non-empty string, got {kind!r}")
-        spec = TaskSpec(kind, f, None if limits is None else frozenset(limits), tuple(big_fields))
-        with _registry_lock:
-            REGISTRY[kind] = spec
-        return f
-
-    return add if fn is None else add(fn)
-
-
-def list_tasks() -> list[str]:
-    """Registered task kinds (after importing the pipeline, if it exists)."""
-    ensure_pipeline_tasks()
-    return sorted(REGISTRY)
-
-
-def ensure_pipeline_tasks() -> None:
-    """Import ``reprog_core.pipeline`` once, if it exists, and call its ``register_tasks()``.
-
-    A failing import is logged, not raised: the backend still serves the kinds it knows, and
-    asking for a missing kind reports the import error (``get_task``).
-    """
-    if _pipeline_state["done"]:
-        return
-    # Held for the whole import: a concurrent caller must wait until the pipeline's kinds are
-    # registered, not find 'done' set and an empty registry (seen under load).
-    with _pipeline_lock:
-        if _pipeline_state["done"]:
-            return
-        try:
-            if importlib.util.find_spec(PIPELINE_MODULE) is not None:
-                module = importlib.import_module(PIPELINE_MODULE)
-                # The pipeline may register at import, or offer register_tasks(); either works.
-                if callable(getattr(module, "register_tasks", None)):
-                    module.register_tasks()
-        except Exception as exc:  # a broken pipeline must not take the backend down
-            _pipeline_state["error"] = f"{type(exc).__name__}: {exc}"
-            log.exception("could not import %s; its tasks are unavailable", PIPELINE_MODULE)
-        finally:
-            _pipeline_state["done"] = True
-
-
-def get_task(kind: str) -> TaskSpec:
-    """The spec registered under ``kind``; ``UnknownTask`` (listing the known kinds) otherwise."""
-    ensure_pipeline_tasks()
-    spec = REGISTRY.get(kind)
-    if spec is None:
-        why = _pipeline_state["error"]
-        hint = f" ({PIPELINE_MODULE} failed to import: {why})" if why else ""
-        raise UnknownTask(f"unknown task kind {kind!r}; registered: {sorted(REGISTRY)}{hint}")
-    return spec
-
-
-def resolve_task(kind: str, module: str, qualname: str) -> TaskSpec:
-    """Find task ``kind`` in a fresh worker process: import the module that defined it.
-
-    Importing the module usually registers the task (pipeline, test modules); otherwise the
-    function is looked up by its qualified name.
-    """
-    ensure_pipeline_tasks()
-    spec = REGISTRY.get(kind)
-    if spec is not None and spec.ref == (module, qualname):
-        return spec
-    if module == "__main__":
-        raise UnknownTask(
-            f"task {kind!r} is defined in a __main__ script; define it in an importable module "
-            f"to run it in a worker process"
-        )
-    mod = importlib.import_module(module)
-    spec = REGISTRY.get(kind)
-    if spec is not None and spec.ref == (module, qualname):
-        return spec
-    obj: Any = mod
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if not callable(obj):
-        raise UnknownTask(f"task {kind!r}: {module}.{qualname} not found in the worker process")
-    register_task(kind, obj)
-    return REGISTRY[kind]
 
 
 # --------------------------------------------------------------------------- built-in tasks
@@ -224,4 +115,21 @@ def sleep_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress
     }
 
 
-register_task("sleep", sleep_task, limits=())
+BUILTIN_TASKS: dict[str, TaskSpec] = {"sleep": TaskSpec("sleep", sleep_task, limits=frozenset())}
+
+
+def task_table(tasks: Mapping[str, TaskFn | TaskSpec] | None = None) -> dict[str, TaskSpec]:
+    """The kinds a backend serves: the built-in ones and ``tasks`` (kind -> function or spec; a
+    bare function is subject to every limit and strips ``'gram'`` fields)."""
+    table = dict(BUILTIN_TASKS)
+    for kind, task in (tasks or {}).items():
+        table[kind] = task if isinstance(task, TaskSpec) else TaskSpec(kind, task)
+    return table
+
+
+def find_task(table: Mapping[str, TaskSpec], kind: str) -> TaskSpec:
+    """The spec of ``kind`` in ``table``; ``UnknownTask`` (listing the known kinds) otherwise."""
+    spec = table.get(kind)
+    if spec is None:
+        raise UnknownTask(f"unknown task kind {kind!r}; registered: {sorted(table)}")
+    return spec

@@ -8,9 +8,12 @@ in the child. The child gets the server's ``sys.path`` so it can import the modu
 each task. The slot sends one job at a time; the child runs it and sends back progress messages
 and then the result or a classified error. The child is the only place the task runs; the server
 process keeps the per-key lock and writes the store, so a child killed mid-job leaves nothing
-behind, and the slot starts a fresh child for its next job.
+behind, and the slot starts a fresh child for its next job. The child knows no task of its own:
+each job carries its task function, pickled (by reference: the child imports the module that
+defines it).
 
-Messages, parent -> child: ``("run", kind, key, module, qualname, cfg, params)``, ``("cancel",)``,
+Messages, parent -> child: ``("run", kind, key, task, cfg, params)`` (``task``: the pickled task
+function), ``("cancel",)``,
 ``("stop",)``; child -> parent: ``("progress", fraction, stage)``, ``("done", result)``,
 ``("error", error_class_name, message)``.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -28,9 +32,17 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from reprog_core.backend.errors import ERRORS, Cancelled, OutOfMemory, WorkerCrashed, classify
-from reprog_core.backend.tasks import Progress, TaskSpec, ensure_pipeline_tasks, resolve_task
+from reprog_core.backend.errors import (
+    ERRORS,
+    Cancelled,
+    OutOfMemory,
+    UnknownTask,
+    WorkerCrashed,
+    classify,
+)
+from reprog_core.backend.tasks import Progress, TaskFn, TaskSpec
 from reprog_core.config import ExperimentConfig
+from reprog_core.runtime import pin_threads
 
 log = logging.getLogger("reprog_core.backend")
 
@@ -85,12 +97,12 @@ class WorkerProcess:
         """Run one job in the child and return its result; raises the classified error, or
         ``WorkerCrashed`` if the child dies, or ``Cancelled`` (killing the child if it does not
         stop within ``cancel_grace_s``)."""
+        task = _pickled_task(spec)
         conn = self._ensure_started()
-        module, qualname = spec.ref
         assert self._proc is not None
         pid = self._proc.pid
         try:
-            conn.send(("run", spec.kind, key, module, qualname, cfg, params))
+            conn.send(("run", spec.kind, key, task, cfg, params))
         except (OSError, EOFError):
             self._crashed(spec.kind, pid)
         cancel_sent: float | None = None
@@ -162,6 +174,22 @@ class WorkerProcess:
         self._discard()
 
 
+def _pickled_task(spec: TaskSpec) -> bytes:
+    """``spec.fn`` as the child receives it; ``UnknownTask`` if the child could not load it."""
+    if getattr(spec.fn, "__module__", None) == "__main__":
+        raise UnknownTask(
+            f"task {spec.kind!r} is defined in a __main__ script; define it in an importable "
+            f"module to run it in a worker process"
+        )
+    try:
+        return pickle.dumps(spec.fn)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise UnknownTask(
+            f"task {spec.kind!r} cannot be sent to a worker process ({exc}); make it a "
+            f"module-level function"
+        ) from exc
+
+
 _CHILD_MAIN = "from reprog_core.backend.worker import main; main()"
 
 
@@ -175,10 +203,7 @@ def serve(conn: Connection, device: str) -> None:
     """Child process main loop: run jobs one by one until told to stop or the server is gone."""
     logging.basicConfig(level=logging.INFO, format="worker %(process)d: %(message)s")
     if os.environ.get("REPROG_THREADS"):
-        from reprog_core.runtime import pin_threads
-
         pin_threads()
-    ensure_pipeline_tasks()
     while True:
         try:
             msg = conn.recv()
@@ -196,8 +221,7 @@ def _run_one(
     device: str,
     kind: str,
     key: str,
-    module: str,
-    qualname: str,
+    task: bytes,
     cfg: ExperimentConfig,
     params: dict[str, Any],
 ) -> None:
@@ -219,8 +243,8 @@ def _run_one(
             conn.send(("progress", fraction, stage))
 
     try:
-        spec = resolve_task(kind, module, qualname)
-        result = spec.fn(cfg, params, Progress(report, is_cancelled, device))
+        fn = _load_task(kind, task)
+        result = fn(cfg, params, Progress(report, is_cancelled, device))
         conn.send(("done", result))
     except (EOFError, BrokenPipeError):
         sys.exit(0)  # the server went away mid-job
@@ -233,6 +257,13 @@ def _run_one(
         conn.send(("error", type(err).__name__, str(err)))
     if state["stop"]:
         sys.exit(0)
+
+
+def _load_task(kind: str, task: bytes) -> TaskFn:
+    try:
+        return pickle.loads(task)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownTask(f"task {kind!r} not found in the worker process ({exc})") from exc
 
 
 def free_memory() -> None:

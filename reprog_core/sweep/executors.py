@@ -20,12 +20,12 @@ recomputed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from reprog_core.backend import Backend, BackendError
 from reprog_core.config import ExperimentConfig
 from reprog_core.sweep.grid import SWEEP_TASK
 
@@ -99,7 +99,7 @@ def _params(device: str | None) -> dict[str, Any]:
 class LocalExecutor:
     """Each point through ``backend.run('sweep-point', cfg)``, one after the other."""
 
-    backend: Any = None  # a reprog_core.backend.Backend; None = default_backend()
+    backend: Backend | None = None  # None: the process-wide default_backend()
     device: str | None = None
     name: str = field(default="local", init=False)
 
@@ -110,9 +110,7 @@ class LocalExecutor:
         on_stage: OnStage | None = None,
         outcomes: list[PointOutcome] | None = None,
     ) -> list[PointOutcome]:
-        from reprog_core.backend import BackendError, default_backend
-
-        backend = self.backend or default_backend()
+        backend = self.backend or _default_backend()
         params = _params(self.device)
         outcomes = outcomes if outcomes is not None else []
         for i, cfg in enumerate(points):
@@ -142,43 +140,24 @@ def _ray_compute_point(cfg_dict: dict[str, Any], device: str | None) -> dict[str
 
     Module-level so that Ray pickles it by reference (the worker imports this module).
     """
-    from reprog_core.pipeline import run_explore
+    from reprog_core.pipeline import run_explore  # lazy: the pipeline imports torch
 
     cfg = ExperimentConfig.from_dict(cfg_dict)
     return run_explore(cfg, device=device)
 
 
 def store_result(
-    backend: Any,
+    backend: Backend,
     cfg: ExperimentConfig,
     result: dict[str, Any],
     params: dict[str, Any] | None = None,
     kind: str = SWEEP_TASK,
 ) -> dict[str, Any]:
-    """Write a result computed elsewhere into ``backend``'s store, exactly as the backend would
-    have stored it (big fields stripped, canonical JSON); returns it as the backend returns
-    results, with ``key`` (``cache`` is left to the caller).
-
-    A failed write (disk full, over the size limit) is reported in ``warnings``, as the backend
-    does: the result itself is fine.
-    """
-    from reprog_core.backend import get_task
-    from reprog_core.backend.store import canonical_json, strip_fields
-
-    params = params or {}
-    key = backend.key(kind, cfg, params)
-    text = canonical_json(strip_fields(result, get_task(kind).big_fields))
-    warnings: list[str] = []
-    try:
-        if not backend.store.put(key, kind, text):
-            warnings.append("result too large for the cache size limit; not stored")
-    except Exception as exc:  # noqa: BLE001 - storing is best effort, the result is in hand
-        warnings.append(f"result not stored ({type(exc).__name__}: {exc})")
-    out = json.loads(text)
-    out["key"] = key
-    if warnings:
-        out["warnings"] = warnings
-    return out
+    """Write a point's result computed elsewhere into ``backend``'s store, exactly as the backend
+    would have stored it (``Backend.put``); returns it as the backend returns results, with
+    ``key`` (``cache`` is left to the caller). A failed write (disk full, over the size limit) is
+    reported in ``warnings``: the result itself is fine."""
+    return backend.put(kind, cfg, result, params)
 
 
 @dataclass
@@ -190,7 +169,7 @@ class RayExecutor:
     ``num_cpus``: CPUs each task asks for. GPUs: one per task whenever the cluster has any.
     """
 
-    backend: Any = None
+    backend: Backend | None = None
     address: str | None = None
     device: str | None = None
     num_cpus: float = 1.0
@@ -204,9 +183,7 @@ class RayExecutor:
         outcomes: list[PointOutcome] | None = None,
     ) -> list[PointOutcome]:
         ray = _import_ray()
-        from reprog_core.backend import default_backend
-
-        backend = self.backend or default_backend()
+        backend = self.backend or _default_backend()
         params = _params(self.device)
         outcomes = outcomes if outcomes is not None else []
         total = len(points)
@@ -261,6 +238,13 @@ class RayExecutor:
             if started_here:
                 ray.shutdown()
         return sorted(outcomes, key=lambda o: o.index)
+
+
+def _default_backend() -> Backend:
+    """The process-wide backend serving the pipeline."""
+    from reprog_core.serving import default_backend  # lazy: the pipeline imports torch
+
+    return default_backend()
 
 
 def ray_task_options(resources: dict[str, float], num_cpus: float = 1.0) -> dict[str, Any]:

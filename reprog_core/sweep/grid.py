@@ -214,7 +214,8 @@ def build_grid(
 def check_limits(grid: SweepGrid, limits: Any = None) -> None:
     """Raise ``SweepGridError`` if ``grid`` is over the backend's sweep-size limit or a point is
     over a per-request cap. Checked before anything runs, for every executor alike."""
-    from reprog_core.backend import Limits, OverBudget, get_task
+    from reprog_core.backend import Limits, OverBudget
+    from reprog_core.serving import get_task
 
     limits = limits if limits is not None else Limits.from_env()
     try:
