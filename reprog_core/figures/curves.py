@@ -36,8 +36,8 @@ from reprog_core.figures.theme import (
 @dataclass(frozen=True)
 class _Look:
     """How one fit is drawn in the loss and accuracy panels. ``group`` is set when the fit is one
-    of several: one legend entry for all its traces, its prediction dashed and named by the
-    group's first word."""
+    of several: its traces share one legend entry, and its prediction is dashed and named by the
+    group up to its first colon ('A: fc' -> 'A')."""
 
     loss_name: str
     accuracy_name: str
@@ -126,7 +126,9 @@ def _draw_prediction(fig: go.Figure, kr: Mapping[str, Any], look: _Look, col: in
         )
 
 
-def _loss_panel(fig: go.Figure, fit: Result, look: _Look, col: int) -> tuple[list, list]:
+def _loss_panel(
+    fig: go.Figure, fit: Result, look: _Look, col: int
+) -> tuple[list[int], list[float]]:
     """One fit's measured squared loss on the kernel samples in panel ``col`` and, in the kernel
     regime, its NTK prediction where it holds. Returns the measured (steps, losses)."""
     xs, ys = _measured_kernel_loss(fit)
