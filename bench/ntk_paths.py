@@ -57,7 +57,7 @@ def _build(spec: dict[str, Any]):
 
     cfg = ExperimentConfig(transform=spec["transform"], mapping="identity")
     if spec["backbone"]:
-        from reprog_core.source_model.clip_backbone import register_tiny_configs
+        from reprog_core.source_model.clip import register_tiny_configs
 
         register_tiny_configs()
         cfg = cfg.replace(source_family="clip-cnn", backbone=spec["backbone"])

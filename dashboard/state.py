@@ -155,7 +155,7 @@ def field_problem(name: str, cfg: ExperimentConfig) -> str | None:
         return None
     if name == "weights" and cfg.weights == "random":
         return None  # the default needs no registry
-    from reprog_core.source_model.clip_backbone import (
+    from reprog_core.source_model.clip import (
         BackboneError,
         check_backbone,
         check_weights,

@@ -199,14 +199,14 @@ def _dataset_label(name: str) -> str:
 
 @st.cache_resource(show_spinner="Loading the list of CLIP backbones ...")
 def _backbones() -> list[str]:
-    from reprog_core.source_model.clip_backbone import list_backbones
+    from reprog_core.source_model.clip import list_backbones
 
     return list_backbones()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _weight_tags(name: str) -> list[str]:
-    from reprog_core.source_model.clip_backbone import list_named_checkpoints, list_weight_tags
+    from reprog_core.source_model.clip import list_named_checkpoints, list_weight_tags
 
     try:  # the tags, then the checkpoints of the operator's weights folder (by name)
         return [*list_weight_tags(name), *list_named_checkpoints()]

@@ -132,7 +132,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     values = {k: v for k, v in vars(args).items() if k in fields}
     cfg = ExperimentConfig(**values)
     if cfg.uses_backbone:
-        from reprog_core.source_model.clip_backbone import (
+        from reprog_core.source_model.clip import (
             BackboneError,
             check_backbone,
             check_weights,

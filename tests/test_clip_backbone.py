@@ -14,14 +14,15 @@ import torch
 
 from reprog_core._compat import import_open_clip
 from reprog_core.runtime import cache_dir
-from reprog_core.source_model import clip_backbone as cb
-from reprog_core.source_model.clip_backbone import (
+from reprog_core.source_model import clip
+from reprog_core.source_model.clip import (
     BackboneError,
     BackboneWeightsError,
     backbone_features,
     list_backbones,
     list_weight_tags,
     load_backbone,
+    offline,
     register_tiny_configs,
     save_checkpoint,
 )
@@ -33,11 +34,11 @@ TINY = {"tiny-vit": (64, 4, 4), "tiny-rn": (256, 2, 2)}
 
 
 @pytest.fixture(scope="module")
-def tiny_vit() -> cb.FrozenBackbone:
+def tiny_vit() -> clip.FrozenBackbone:
     return _load("tiny-vit", "random", seed=1)
 
 
-def _load(name: str, weights: str, **kw) -> cb.FrozenBackbone:
+def _load(name: str, weights: str, **kw) -> clip.FrozenBackbone:
     """The tests compare numbers exactly: always the CPU, whatever the machine has."""
     return load_backbone(name, weights, "cpu", **kw)
 
@@ -249,7 +250,7 @@ def test_offline_is_detected_without_hf_flag(monkeypatch, how):
     if how == "REPROG_OFFLINE":
         monkeypatch.setenv("REPROG_OFFLINE", "1")
     else:  # the hub host is unreachable: never hand the tag to open_clip (~46 s of retries)
-        monkeypatch.setattr(cb, "_reachable", lambda host, port, timeout=0.5: False)
+        monkeypatch.setattr(offline, "_reachable", lambda host, port, timeout=0.5: False)
     t0 = time.perf_counter()
     with pytest.raises(BackboneWeightsError, match="--weights"):
         _load("RN50", "openai")
@@ -258,7 +259,7 @@ def test_offline_is_detected_without_hf_flag(monkeypatch, how):
 
 def test_reachability_probe_is_quick():
     t0 = time.perf_counter()
-    assert cb._reachable("127.0.0.1", 9, timeout=0.3) is False  # discard port: nothing listens
+    assert offline._reachable("127.0.0.1", 9, timeout=0.3) is False  # discard port: nothing listens
     assert time.perf_counter() - t0 < 0.6
 
 
@@ -309,7 +310,7 @@ def test_cached_tag_loads_offline_through_open_clip(tmp_path, monkeypatch, tiny_
 # ----------------------------------------------------------------------------- feature cache
 
 
-def _counting(backbone: cb.FrozenBackbone) -> list[int]:
+def _counting(backbone: clip.FrozenBackbone) -> list[int]:
     calls: list[int] = []
     backbone.register_forward_hook(lambda mod, args, out: calls.append(len(args[0])))
     return calls

@@ -49,7 +49,7 @@ MAPPINGS = ["identity", "flm", "learned"]
 
 @pytest.fixture(scope="module")
 def tiny_backbone():
-    from reprog_core.source_model.clip_backbone import load_backbone, register_tiny_configs
+    from reprog_core.source_model.clip import load_backbone, register_tiny_configs
 
     register_tiny_configs()
     return load_backbone("tiny-vit", "random", device="cpu", seed=0)

@@ -354,7 +354,7 @@ def test_url_backbone_is_checked_against_the_registry() -> None:
 
 def test_url_may_name_a_checkpoint_of_the_weights_folder(tmp_path: Path, monkeypatch) -> None:
     from dashboard import state
-    from reprog_core.source_model.clip_backbone import load_backbone, save_checkpoint
+    from reprog_core.source_model.clip import load_backbone, save_checkpoint
 
     folder = tmp_path / "weights"
     save_checkpoint(load_backbone("tiny-vit", "random", "cpu", seed=3), folder / "mine.pt")
@@ -577,7 +577,7 @@ def test_cli_bad_backbone_or_weights_exit_2(flags: list[str], what: str, capsys)
 
 def test_cli_may_load_a_local_checkpoint_by_path(tmp_path: Path) -> None:
     from reprog_core.cli import build_parser, config_from_args
-    from reprog_core.source_model.clip_backbone import load_backbone, save_checkpoint
+    from reprog_core.source_model.clip import load_backbone, save_checkpoint
 
     path = save_checkpoint(load_backbone("tiny-vit", "random", "cpu"), tmp_path / "local.pt")
     args = build_parser().parse_args(

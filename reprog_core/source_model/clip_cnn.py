@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from reprog_core.config import ExperimentConfig
+from reprog_core.source_model.clip import FrozenBackbone, load_backbone
 from reprog_core.source_model.pixel import ConvStack
 
 
 class ClipCNN(nn.Module):
-    """Frozen ``backbone`` (a ``FrozenBackbone``) followed by a trainable ``ConvStack`` head."""
+    """Frozen ``backbone`` followed by a trainable ``ConvStack`` head."""
 
-    def __init__(self, backbone: nn.Module, head: ConvStack, input_size: int) -> None:
+    def __init__(self, backbone: FrozenBackbone, head: ConvStack, input_size: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -24,8 +25,6 @@ class ClipCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, n_classes: int, device=None) -> ClipCNN:
-        from reprog_core.source_model.clip_backbone import load_backbone
-
         backbone = load_backbone(cfg.backbone, cfg.weights, device=device, seed=cfg.seed)
         c = backbone.feature_shape[0]
         head = ConvStack(
