@@ -21,6 +21,12 @@ from scipy.stats import spearmanr
 
 from reprog_core.backend import Backend, Limits
 from reprog_core.config import ExperimentConfig
+from reprog_core.figures import (
+    source_accuracy_figure,
+    spectrum_depth_figure,
+    stat_accuracy_figure,
+    target_accuracy_figure,
+)
 from reprog_core.pipeline import TASKS
 from reprog_core.sweep import (
     PRESETS,
@@ -30,12 +36,8 @@ from reprog_core.sweep import (
     build_report,
     load_results,
     run_sweep,
-    source_accuracy_figure,
     spearman,
-    spectrum_depth_figure,
-    stat_accuracy_figure,
     summarise,
-    target_accuracy_figure,
 )
 from reprog_core.sweep.analysis import correlations
 from reprog_core.sweep.outputs import write_results
