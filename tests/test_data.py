@@ -26,9 +26,11 @@ from reprog_core.data import (
     DatasetError,
     dataset_spec,
     downloadable,
+    fetch,
     list_datasets,
     load_dataset,
     offline,
+    sources,
     to_float_rgb,
 )
 
@@ -452,13 +454,13 @@ def _official_files(name: str, staging: Path) -> dict[str, bytes]:
         folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}.get(
             name, "stl10_binary"
         )
-        (remote,) = downloadable.SOURCES[name].remotes
+        (remote,) = sources.SOURCES[name].remotes
         return {remote.filename: _tar_gz(staging / folder)}
     if name == "svhn":
         return {f: (staging / f).read_bytes() for f in ("train_32x32.mat", "test_32x32.mat")}
     if name in ("mnist", "fashion-mnist"):
         raw = staging / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-        return {f + ".gz": _gz_of(raw / f) for f in downloadable._MNIST_FILES}
+        return {f + ".gz": _gz_of(raw / f) for f in sources.MNIST_FILES}
     base = staging / "gtsrb"
     return {
         "GTSRB-Training_fixed.zip": _zip(base, [base / "GTSRB" / "Training"]),
@@ -475,7 +477,7 @@ def _serve(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> list[str
         fetched.append(url)
         dest.write_bytes(files[url.rsplit("/", 1)[-1]])
 
-    monkeypatch.setattr(downloadable, "fetch_url", fake_fetch)
+    monkeypatch.setattr(fetch, "fetch_url", fake_fetch)
     return fetched
 
 
@@ -487,11 +489,11 @@ def test_download_fetches_checks_and_unpacks(
     files = _official_files(name, tmp_path / "staging")
     fetched = _serve(monkeypatch, files)
     # The real md5s belong to the real archives; give the served fixtures theirs.
-    src = downloadable.SOURCES[name]
+    src = sources.SOURCES[name]
     remotes = tuple(
         dataclasses.replace(r, md5=hashlib.md5(files[r.filename]).hexdigest()) for r in src.remotes
     )
-    monkeypatch.setitem(downloadable.SOURCES, name, dataclasses.replace(src, remotes=remotes))
+    monkeypatch.setitem(sources.SOURCES, name, dataclasses.replace(src, remotes=remotes))
 
     root = tmp_path / "root"
     _check_loaded(name, root, expected, download=True)
@@ -507,7 +509,7 @@ def test_download_without_network_raises(tmp_path: Path, monkeypatch: pytest.Mon
     def offline_fetch(url: str, dest: Path) -> None:
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(downloadable, "fetch_url", offline_fetch)
+    monkeypatch.setattr(fetch, "fetch_url", offline_fetch)
     with pytest.raises(DatasetError) as info:
         load_dataset("cifar10", root=tmp_path, download=True)
     msg = str(info.value)
@@ -519,7 +521,7 @@ def test_download_without_network_raises(tmp_path: Path, monkeypatch: pytest.Mon
 def test_download_rejects_wrong_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # A mirror that answers with an error page instead of the file.
     page = b"<html>mirror error page</html>"
-    _serve(monkeypatch, {f + ".gz": page for f in downloadable._MNIST_FILES})
+    _serve(monkeypatch, {f + ".gz": page for f in sources.MNIST_FILES})
     with pytest.raises(DatasetError, match="md5"):
         load_dataset("mnist", root=tmp_path, download=True)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))  # nothing half-done is kept
