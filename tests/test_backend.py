@@ -7,11 +7,13 @@ across threads and processes alike.
 
 from __future__ import annotations
 
+import ast
 import errno
 import gc
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -626,8 +628,6 @@ def test_a_backend_serves_the_tasks_it_was_handed(make_backend, tmp_path):
 
 def test_the_backend_never_imports_the_pipeline():
     """The dependency is one-way: whoever creates a backend hands it the pipeline's tasks."""
-    import ast
-
     backend_dir = TESTS_DIR.parent / "reprog_core" / "backend"
     for path in backend_dir.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -644,8 +644,7 @@ def test_the_backend_never_imports_the_pipeline():
 
 
 def test_pipeline_tasks_reach_a_worker_process_by_reference():
-    import pickle
-
+    # Lazy: the pipeline loads torch, and every worker process of these tests imports this module.
     from reprog_core.pipeline import TASKS, run_explore
 
     assert pickle.loads(pickle.dumps(TASKS["sweep-point"])).fn is run_explore

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from reprog_core._compat import ensure_torchvision_importable
 from reprog_core.data import (
     DatasetError,
     dataset_spec,
@@ -538,8 +539,6 @@ def test_fixtures_read_the_same_through_torchvision(
 ):
     """Guards the fixtures as much as the loaders: a format both sides misread would pass the
     tests above, but not torchvision's independent reader."""
-    from reprog_core._compat import ensure_torchvision_importable
-
     ensure_torchvision_importable()
     import torchvision.datasets as tvd
     from torchvision.datasets import cifar, stl10, svhn
