@@ -123,7 +123,9 @@ def test_animal_gz_pickles_are_read_restricted(tmp_path: Path) -> None:
 
 def test_no_plain_unpickling_left_in_the_package() -> None:
     """Audit: no module of reprog_core or dashboard calls pickle.load(s) / np.load with pickles /
-    torch.load without weights_only=True, except the restricted unpickler itself."""
+    torch.load without weights_only=True, except the restricted unpickler itself and the worker
+    process reading the task its own server sent over their private socket pair (SECURITY.md;
+    ``Connection.recv`` unpickles every message of that channel anyway)."""
     root = Path(__file__).resolve().parent.parent
     offenders = []
     for path in [*(root / "reprog_core").rglob("*.py"), *(root / "dashboard").rglob("*.py")]:
@@ -136,7 +138,8 @@ def test_no_plain_unpickling_left_in_the_package() -> None:
                 or "allow_pickle=True" in code
                 or ("torch.load(" in code and "weights_only=True" not in code)
             )
-            if bad:
+            ipc = path.name == "worker.py" and code.strip() == "return pickle.loads(task)"
+            if bad and not ipc:
                 offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
     assert not offenders, offenders
 
