@@ -23,73 +23,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
-from reprog_core.config import LIMITS, ConfigError, ExperimentConfig
+from reprog_core.config import FIELDS, LIMITS, ConfigError, ExperimentConfig, int_ranges
 
 DEFAULT = ExperimentConfig()
 
-# Every config field except ``data_root``: a URL must not point the server at a folder of its
-# choosing, and data_root is not part of any cache key anyway.
-URL_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in fields(ExperimentConfig) if f.name != "data_root"
-)
+# Every config field a URL may set: not ``data_root`` (a URL must not point the server at a
+# folder of its choosing, and data_root is not part of any cache key anyway).
+URL_FIELDS: tuple[str, ...] = tuple(name for name, info in FIELDS.items() if info.url)
 
-# What the dashboard offers, where it is narrower than ExperimentConfig: the paper's depth range.
-UI_RANGES: dict[str, tuple[int, int]] = {"depth": (1, 6)}
-
-FIELD_LABELS: dict[str, str] = {
-    "source_family": "source family",
-    "backbone": "CLIP backbone",
-    "weights": "backbone weights",
-    "depth": "source depth",
-    "width": "width",
-    "ntk_init": "NTK initialisation",
-    "source_data": "source data set",
-    "source_size": "source input size s",
-    "source_per_class": "source images per class",
-    "source_epochs": "source epochs (max)",
-    "target": "target data set",
-    "target_size": "target size t",
-    "target_per_class": "target images per class",
-    "transform": "input transformation",
-    "mapping": "label mapping",
-    "loss": "fit loss",
-    "optimizer": "optimizer",
-    "steps": "fit steps",
-    "lr": "learning rate",
-    "regime": "kernel regime",
-    "rho": "ρ = η·λ_max/N",
-    "batch_size": "batch size",
-    "eval_every": "evaluate every",
-    "n_kernel": "N kernel samples",
-    "kernel_form": "kernel form",
-    "seed": "seed",
-}
+FIELD_LABELS: dict[str, str] = {name: info.label for name, info in FIELDS.items()}
 
 
 def ranges(limits: Mapping[str, int] | None = None) -> dict[str, tuple[int, int]]:
-    """Integer ranges the dashboard accepts: ExperimentConfig's, narrowed by ``UI_RANGES`` and by
-    the backend's server caps (``Limits.to_dict()``), so the URL can never ask for more than the
-    server will compute."""
-    out = dict(LIMITS)
-    out.update(UI_RANGES)
-    caps = {
-        "n_kernel": "max_n_kernel",
-        "steps": "max_steps",
-        "source_per_class": "max_source_per_class",
-        "target_per_class": "max_target_per_class",
-        "source_epochs": "max_source_epochs",
-        "width": "max_width",
-        "batch_size": "max_batch_size",
-        "source_size": "max_source_size",
-        "target_size": "max_target_size",
-    }
-    for name, cap in caps.items():
-        if limits and cap in limits:
-            lo, hi = out[name]
-            out[name] = (lo, min(hi, int(limits[cap])))
+    """Integer ranges the dashboard accepts: ExperimentConfig's, narrowed by what the dashboard
+    offers (``FieldInfo.ui``) and by the backend's server caps (``FieldInfo.cap``, values from
+    ``Limits.to_dict()``), so the URL can never ask for more than the server will compute."""
+    out = {}
+    for name, (lo, hi) in LIMITS.items():
+        info = FIELDS[name]
+        if info.ui:
+            lo, hi = int(info.ui[0]), int(info.ui[1])
+        if limits and info.cap in limits:
+            hi = min(hi, int(limits[info.cap]))
+        out[name] = (lo, hi)
     return out
 
 
@@ -298,19 +256,9 @@ def parse_int_list(
     values: set[int] = set()
     dropped = False
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                first, last = int(a), int(b)
-                dropped |= first < lo or last > hi
-                values.update(range(max(first, lo), min(last, hi) + 1))
-            elif part:
-                v = int(part)
-                if lo <= v <= hi:
-                    values.add(v)
-                else:
-                    dropped = True
+        for first, last in int_ranges(text):
+            dropped |= first < lo or last > hi
+            values.update(range(max(first, lo), min(last, hi) + 1))
     except ValueError:
         return list(default), [
             f"URL parameter {md_code(f'{name}={text}')} is not a list of integers (e.g. `1,2,3` "

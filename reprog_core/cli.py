@@ -15,17 +15,9 @@ import os
 import sys
 from typing import Any
 
-from reprog_core.config import (
-    ConfigError,
-    ExperimentConfig,
-    KernelForm,
-    LossKind,
-    MappingKind,
-    OptimizerKind,
-    Regime,
-    SourceFamily,
-    TransformKind,
-)
+from reprog_core.config import ConfigError, ExperimentConfig
+from reprog_core.config_args import add_config_flags as _add_config_flags
+from reprog_core.config_args import config_from_args
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -37,116 +29,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(EXIT_USAGE)
-
-
-def _choices(enum) -> list[str]:
-    return [e.value for e in enum]
-
-
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """The experiment knobs; each maps onto one ExperimentConfig field."""
-    d = ExperimentConfig.__dataclass_fields__
-    g = p.add_argument_group("experiment")
-    g.add_argument(
-        "--source-family", choices=_choices(SourceFamily), default=d["source_family"].default
-    )
-    g.add_argument(
-        "--backbone",
-        default=d["backbone"].default,
-        help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit",
-    )
-    g.add_argument(
-        "--weights",
-        default=d["weights"].default,
-        help="clip-cnn backbone weights: 'random', a pretrained tag, or a checkpoint file",
-    )
-    g.add_argument("--depth", type=int, default=d["depth"].default)
-    g.add_argument("--width", type=int, default=d["width"].default)
-    g.add_argument("--ntk-init", action="store_true", help="NTK parameterisation of the source")
-    g.add_argument("--source-data", default=d["source_data"].default)
-    g.add_argument("--source-size", type=int, default=d["source_size"].default)
-    g.add_argument("--source-per-class", type=int, default=d["source_per_class"].default)
-    g.add_argument("--source-epochs", type=int, default=d["source_epochs"].default)
-    g.add_argument("--target", default=d["target"].default)
-    g.add_argument("--target-size", type=int, default=d["target_size"].default)
-    g.add_argument("--target-per-class", type=int, default=d["target_per_class"].default)
-    g.add_argument("--transform", choices=_choices(TransformKind), default=d["transform"].default)
-    g.add_argument("--mapping", choices=_choices(MappingKind), default=d["mapping"].default)
-    g.add_argument("--loss", choices=_choices(LossKind), default=d["loss"].default)
-    g.add_argument("--optimizer", choices=_choices(OptimizerKind), default=d["optimizer"].default)
-    g.add_argument("--steps", type=int, default=d["steps"].default)
-    g.add_argument(
-        "--lr",
-        type=float,
-        default=d["lr"].default,
-        help="0 = the default: Adam per transform; sgd: rho N / lambda_max of the full kernel",
-    )
-    g.add_argument(
-        "--regime",
-        choices=_choices(Regime),
-        default=d["regime"].default,
-        help="kernel: full-batch GD on squared loss over the kernel samples, compared with the "
-        "NTK prediction (sets --optimizer sgd --loss mse); practical: the fit as given",
-    )
-    g.add_argument(
-        "--rho",
-        type=float,
-        default=d["rho"].default,
-        help="sgd step size as a fraction of the stability limit: eta = rho N / lambda_max",
-    )
-    g.add_argument("--batch-size", type=int, default=d["batch_size"].default)
-    g.add_argument("--eval-every", type=int, default=d["eval_every"].default)
-    g.add_argument(
-        "--n", dest="n_kernel", type=int, default=d["n_kernel"].default, help="kernel samples N"
-    )
-    g.add_argument(
-        "--kernel",
-        dest="kernel_form",
-        choices=_choices(KernelForm),
-        default=d["kernel_form"].default,
-    )
-    g.add_argument("--seed", type=int, default=d["seed"].default)
-    g.add_argument(
-        "--data-root",
-        default="",
-        help="folder of downloadable data sets (default $REPROG_DATA_ROOT or <cache>/data)",
-    )
-    g.add_argument(
-        "--download",
-        action="store_true",
-        help="download missing source/target data sets into the data root first (needs a network)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The config the flags describe; a bad value is a ``ConfigError`` (one line, exit 2).
-
-    For clip-cnn, ``--backbone`` must be in open_clip's registry and ``--weights`` must be
-    'random', a pretrained tag, a checkpoint name in ``$REPROG_WEIGHTS_DIR``, or an existing
-    checkpoint file (a local user may name any file they can read). Checked here, before any
-    work is queued; nothing is loaded yet.
-    """
-    fields = ExperimentConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    cfg = ExperimentConfig(**values)
-    if cfg.uses_backbone:
-        from reprog_core.source_model.clip import (
-            BackboneError,
-            check_backbone,
-            check_weights,
-        )
-
-        try:
-            check_backbone(cfg.backbone)
-        except BackboneError as exc:
-            raise ConfigError(f"--backbone: {exc}") from None
-        try:
-            check_weights(cfg.backbone, cfg.weights, allow_paths=True)
-        except BackboneError as exc:
-            raise ConfigError(f"--weights: {exc}") from None
-    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,36 +74,33 @@ def _enum_values(enum: type[Enum]) -> list[str]:
     return [e.value for e in enum]
 
 
-# Fields that determine the trained source model (and so its cache key).
-SOURCE_FIELDS = (
-    "source_family",
-    "backbone",
-    "weights",
-    "depth",
-    "width",
-    "ntk_init",
-    "source_data",
-    "source_size",
-    "source_per_class",
-    "source_epochs",
-    "seed",
-)
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the CLI, the URL, the sidebar and the Compare columns need to know about one config
+    field; they are all generated from it (``config_args.py``, ``dashboard/state.py``,
+    ``dashboard/fields.py``)."""
 
-# Limits applied at the boundary. The backend may impose tighter server-side caps.
-LIMITS = {
-    "depth": (1, 12),
-    "width": (1, 4096),
-    "source_size": (8, 512),
-    "target_size": (4, 512),
-    "steps": (0, 100_000),
-    "n_kernel": (2, 100_000),
-    "batch_size": (1, 8192),
-    "seed": (0, 2**31 - 1),
-    "source_per_class": (1, 100_000),
-    "target_per_class": (1, 100_000),
-    "source_epochs": (1, 1000),
-    "eval_every": (1, 100_000),
-}
+    label: str  # what pages call it
+    help: str = ""  # one or two sentences for tooltips and ``--help``
+    limits: tuple[int, int] | None = None  # integers: what ExperimentConfig accepts
+    ui: tuple[float, float] | None = None  # what the dashboard offers, where narrower
+    cap: str = ""  # the backend's server cap on it (a ``Limits`` field), if any
+    choices: type[Enum] | None = None  # the allowed values
+    names: tuple[tuple[str, str], ...] = ()  # (value, how pages name it), in offered order
+    flag: str = ""  # the CLI flag, when not ``--field-name``
+    step: float = 1  # the dashboard's increment
+    source: bool = False  # shapes the trained source model (part of its cache key)
+    group: str = "advanced"  # where the sidebar draws it: source, target, fit, advanced
+    url: bool = True  # may come from a URL (False: a server-side setting)
+
+    def option_name(self, value: str) -> str:
+        return dict(self.names).get(value, str(value))
+
+
+def _f(default: Any, label: str, **info: Any) -> Any:
+    """A config field with its ``FieldInfo``."""
+    compare = info.pop("compare", True)
+    return field(default=default, compare=compare, metadata={"info": FieldInfo(label, **info)})
 
 
 @dataclass(frozen=True)
@@ -118,36 +115,205 @@ class ExperimentConfig:
     """
 
     # --- source model f_S -------------------------------------------------------------------
-    source_family: str = SourceFamily.CNN.value
-    backbone: str = "ViT-S-32"  # open_clip model name; used by clip-cnn only
-    weights: str = "random"  # clip-cnn backbone: 'random', a pretrained tag, or a checkpoint path
-    depth: int = 3
-    width: int = 32
-    ntk_init: bool = False  # NTK parameterisation (weights ~ N(0,1), scaled by 1/sqrt(fan_in))
-    source_data: str = "animal"
-    source_size: int = 32  # s: source input is 3 x s x s
-    source_per_class: int = 300  # source training images per class (subsampled, seeded)
-    source_epochs: int = 30  # a CPU budget: training stops earlier at a validation plateau
+    source_family: str = _f(
+        SourceFamily.CNN.value,
+        "source family",
+        help="The frozen source model f_S. Pixel models are cheap on a CPU; clip-cnn is the "
+        "paper's setting: a frozen CLIP image tower feeding a trainable CNN head.",
+        choices=SourceFamily,
+        names=(
+            ("cnn", "pixel CNN (cnn)"),
+            ("mlp", "pixel MLP (mlp)"),
+            ("clip-cnn", "CLIP tower + CNN head (clip-cnn)"),
+        ),
+        source=True,
+        group="source",
+    )
+    backbone: str = _f(
+        "ViT-S-32",
+        "CLIP backbone",
+        help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit",
+        source=True,
+        group="source",
+    )
+    weights: str = _f(
+        "random",
+        "backbone weights",
+        help="How the CLIP tower is initialised: 'random', a pretrained tag (downloads where a "
+        "network exists), or the name of a checkpoint in the server's weights folder (the CLI "
+        "also takes a checkpoint file). Random weights are flagged everywhere.",
+        source=True,
+        group="source",
+    )
+    depth: int = _f(
+        3,
+        "source depth",
+        help="Depth L of the source model (of the CNN head for clip-cnn). The paper varies it "
+        "from 1 to 6.",
+        limits=(1, 12),
+        ui=(1, 6),
+        source=True,
+        group="source",
+    )
+    width: int = _f(32, "width", limits=(1, 4096), cap="max_width", source=True)
+    ntk_init: bool = _f(
+        False,
+        "NTK initialisation",
+        help="NTK parameterisation of the source (weights ~ N(0,1), scaled by 1/sqrt(fan_in))",
+        source=True,
+    )
+    source_data: str = _f("animal", "source data set", source=True, group="source")
+    source_size: int = _f(
+        32,
+        "source input size s",
+        help="The source input is 3 x s x s.",
+        limits=(8, 512),
+        cap="max_source_size",
+        source=True,
+    )
+    source_per_class: int = _f(
+        300,
+        "source images per class",
+        help="Source training images per class (subsampled, seeded).",
+        limits=(1, 100_000),
+        cap="max_source_per_class",
+        source=True,
+    )
+    source_epochs: int = _f(
+        30,
+        "source epochs (max)",
+        help="A budget: training stops earlier at a validation plateau.",
+        limits=(1, 1000),
+        cap="max_source_epochs",
+        source=True,
+    )
     # --- target task, transformation a_theta, mapping b ----------------------------------------
-    target: str = "digits"
-    target_size: int = 28  # t: target images are resized to 3 x t x t (inner region for vp)
-    target_per_class: int = 100  # target training images per class
-    transform: str = TransformKind.FC.value
-    mapping: str = MappingKind.FLM.value  # fixed after it is computed once: a fixed linear b
-    loss: str = LossKind.CE.value
-    optimizer: str = OptimizerKind.ADAM.value
-    steps: int = 300
-    lr: float = 0.0  # 0 means: the default (Adam: per transform; sgd: rho N / lambda_max)
-    regime: str = Regime.PRACTICAL.value  # 'kernel' forces optimizer='sgd', loss='mse'
-    rho: float = 0.1  # sgd step size as a fraction of the stability limit: eta lambda_max / N
-    batch_size: int = 32
-    eval_every: int = 25
+    target: str = _f("digits", "target data set", group="target")
+    target_size: int = _f(
+        28,
+        "target size t",
+        help="Target images are resized to 3 x t x t (the inner square for vp).",
+        limits=(4, 512),
+        cap="max_target_size",
+    )
+    target_per_class: int = _f(
+        100,
+        "target images per class",
+        limits=(1, 100_000),
+        cap="max_target_per_class",
+    )
+    transform: str = _f(
+        TransformKind.FC.value,
+        "input transformation",
+        help="The input transformation a_θ, the only part that is trained.",
+        choices=TransformKind,
+        names=tuple((k, t.label) for k, t in transforms.SPECS.items()),
+        group="target",
+    )
+    mapping: str = _f(
+        MappingKind.FLM.value,
+        "label mapping",
+        help="The output label mapping b from source classes to target classes. The paper "
+        "assumes a fixed map.",
+        choices=MappingKind,
+        names=(
+            ("identity", "fixed: first c_T source classes (identity)"),
+            ("flm", "frequency label mapping (flm)"),
+            ("ilm", "iterative label mapping (ilm)"),
+            ("learned", "learned linear map (learned; beyond the paper)"),
+        ),
+        group="target",
+    )
+    loss: str = _f(
+        LossKind.CE.value,
+        "fit loss",
+        help="ce: cross-entropy. mse: squared loss (what the NTK prediction models).",
+        choices=LossKind,
+    )
+    optimizer: str = _f(
+        OptimizerKind.ADAM.value,
+        "optimizer",
+        help="adam: minibatch Adam (practical). sgd: full-batch gradient descent on the kernel "
+        "samples (what the NTK prediction models).",
+        choices=OptimizerKind,
+    )
+    steps: int = _f(
+        300,
+        "fit steps",
+        help="Gradient steps of the reprogramming fit.",
+        limits=(0, 100_000),
+        cap="max_steps",
+        step=10,
+        group="fit",
+    )
+    lr: float = _f(
+        0.0,
+        "learning rate",
+        help="0 means the default: Adam's per-transform rate, or for sgd η = ρ·N/λ_max of the "
+        "full target NTK.",
+        step=0.01,
+    )
+    regime: str = _f(
+        Regime.PRACTICAL.value,
+        "kernel regime",
+        help="Kernel regime: full-batch gradient descent on squared loss over the N kernel "
+        "samples (optimizer sgd, loss mse), with the step size from the spectrum, so the NTK "
+        "prediction describes the fit; the page measures how long they agree and the kernel drift "
+        "that makes them part. Practical: the fit with the optimizer and loss as set, with no "
+        "prediction on its axes.",
+        choices=Regime,
+        names=(
+            ("practical", "practical (optimizer and loss as chosen)"),
+            ("kernel", "kernel regime (full-batch GD, squared loss)"),
+        ),
+        group="fit",
+    )
+    rho: float = _f(
+        0.1,
+        "ρ = η·λ_max/N",
+        help="ρ = η·λ_max/N: the step size as a fraction of what the stiffest direction of the "
+        "full target NTK allows (gradient descent diverges above 2). η = ρ·N/λ_max.",
+        ui=(0.01, 1.0),
+        step=0.01,
+        group="fit",
+    )
+    batch_size: int = _f(32, "batch size", limits=(1, 8192), cap="max_batch_size")
+    eval_every: int = _f(25, "evaluate every", limits=(1, 100_000))
     # --- kernel -------------------------------------------------------------------------------
-    n_kernel: int = 64
-    kernel_form: str = KernelForm.TRACE.value
+    n_kernel: int = _f(
+        64,
+        "N kernel samples",
+        help="N: number of target training images the NTK is computed on.",
+        limits=(2, 100_000),
+        cap="max_n_kernel",
+        flag="--n",
+        step=8,
+        group="fit",
+    )
+    kernel_form: str = _f(
+        KernelForm.TRACE.value,
+        "kernel form",
+        help="trace: an N×N matrix summed over outputs. full: the (N·c_T)×(N·c_T) matrix.",
+        choices=KernelForm,
+        flag="--kernel",
+        group="fit",
+    )
     # --- reproducibility ----------------------------------------------------------------------
-    seed: int = 0
-    data_root: str = field(default="", compare=False)  # where downloadable sets live; not hashed
+    seed: int = _f(
+        0,
+        "seed",
+        help="Seeds data subsets, initialisation and training.",
+        limits=(0, 2**31 - 1),
+        source=True,
+        group="fit",
+    )
+    data_root: str = _f(  # where downloadable sets live; not hashed, never from a URL
+        "",
+        "data root",
+        help="folder of downloadable data sets (default $REPROG_DATA_ROOT or <cache>/data)",
+        compare=False,
+        url=False,
+    )
 
     def __post_init__(self) -> None:
         self._normalise_regime()
@@ -182,13 +348,9 @@ class ExperimentConfig:
 
     # ------------------------------------------------------------------ validation
     def _validate(self, check_data: bool = True) -> None:
-        _check_choice("source_family", self.source_family, SourceFamily)
-        _check_choice("transform", self.transform, TransformKind)
-        _check_choice("mapping", self.mapping, MappingKind)
-        _check_choice("loss", self.loss, LossKind)
-        _check_choice("optimizer", self.optimizer, OptimizerKind)
-        _check_choice("kernel_form", self.kernel_form, KernelForm)
-        _check_choice("regime", self.regime, Regime)
+        for name, info in FIELDS.items():
+            if info.choices is not None:
+                _check_choice(name, getattr(self, name), info.choices)
         if (
             not isinstance(self.rho, (int, float))
             or isinstance(self.rho, bool)
@@ -319,6 +481,15 @@ class ExperimentConfig:
         return _stable_hash(payload, kind)
 
 
+FIELDS: dict[str, FieldInfo] = {
+    f.name: f.metadata["info"] for f in fields(ExperimentConfig)
+}  # in field order: the source's settings before the target's
+# Fields that determine the trained source model (and so its cache key).
+SOURCE_FIELDS = tuple(name for name, info in FIELDS.items() if info.source)
+# Integer limits applied at the boundary. The backend may impose tighter server-side caps.
+LIMITS = {name: info.limits for name, info in FIELDS.items() if info.limits}
+
+
 def _data_version() -> str:
     """``reprog_core.data.DATA_VERSION``, without importing the data package (and so torch) when
     it is not loaded yet: the constant is read from its one definition in ``data/base.py``."""
@@ -391,3 +562,21 @@ def sgd_step_size(rho: float, n: int, lambda_max: float) -> float:
     if not lambda_max > 0:
         return 0.0
     return float(rho) * n / float(lambda_max)
+
+
+def int_ranges(text: str) -> list[tuple[int, int]]:
+    """The items of an integer list as people write it in a flag or a URL, ``1,2,5`` or ``1-6``
+    or both: (first, last) per item, inclusive, in the order written; empty items are skipped.
+    Nothing is expanded here, so ``1-300000000`` costs what ``1-6`` does: the caller cuts or
+    refuses a range before building it. A ``-`` after an item's first character makes a range;
+    a leading one is a sign. ``ValueError`` names the item that is not an integer or range."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        head, is_range, tail = part[1:].partition("-")
+        try:
+            out.append((int(part[0] + head), int(tail)) if is_range else (int(part),) * 2)
+        except ValueError:
+            raise ValueError(f"{part!r} is not an integer (use e.g. 1,2,3 or 1-6)") from None
+    return out

@@ -27,7 +27,7 @@ from reprog_core.fit import (
 from reprog_core.kernel_regime import fit_with_spectrum
 from reprog_core.results import KernelResult
 from reprog_core.runtime import resolve_device, seed_everything
-from reprog_core.source_model.training import load_or_train_source
+from reprog_core.source_model.training import load_or_train_source, source_draws
 
 ProgressFn = Callable[[float, str], None]
 
@@ -111,7 +111,8 @@ def run_ntk(
         source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
         if progress:
             progress(0.5, "source NTK: 10 samples per class, 3 random draws")
-        rec = ntk.source_kernel_result(cfg, source=source, device=device)
+        n_source = data.dataset_spec(cfg.source_data).n_classes
+        rec = ntk.source_kernel_result(cfg, source, source_draws(cfg), n_source)
         return {"versions": versions(cfg), **rec.to_dict()}
     source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
     td = target_data(cfg)

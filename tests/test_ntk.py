@@ -414,11 +414,12 @@ def test_source_ntk_draws():
     from reprog_core.config import ExperimentConfig
     from reprog_core.ntk import source_ntk
     from reprog_core.source_model import build_source_model
+    from reprog_core.source_model.training import source_draws
 
     cfg = ExperimentConfig(source_size=8, target_size=4, depth=1, width=4, source_per_class=20)
     torch.manual_seed(0)
     source = build_source_model(cfg, 10)
-    out = source_ntk(cfg, source=source, k_per_class=2, draws=3)
+    out = source_ntk(source, source_draws(cfg, k_per_class=2, draws=3), 10)
     assert out["n"] == 20 and out["n_outputs"] == 10 and len(out["stats"]) == 3
     lam = out["lambda_min_draws"]
     assert len(set(lam)) == 3  # different samples in each draw
@@ -485,10 +486,12 @@ def test_source_kernel_result_record():
     from reprog_core.config import ExperimentConfig
     from reprog_core.ntk import source_kernel_result
     from reprog_core.source_model import build_source_model
+    from reprog_core.source_model.training import source_draws
 
     cfg = ExperimentConfig(source_size=8, target_size=4, depth=1, width=4, source_per_class=20)
     torch.manual_seed(0)
-    rec = source_kernel_result(cfg, source=build_source_model(cfg, 10), k_per_class=1, draws=2)
+    draws = source_draws(cfg, k_per_class=1, draws=2)
+    rec = source_kernel_result(cfg, build_source_model(cfg, 10), draws, 10)
     assert rec.wrt == "source" and rec.method == "jacobian" and rec.n == 10
     assert len(rec.lambda_min_draws) == 2 and rec.stats.lambda_min == rec.lambda_min_draws[0]
     json.dumps(rec.to_dict())

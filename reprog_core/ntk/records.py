@@ -10,6 +10,7 @@ the method is 'auto'; an explicit 'structured' or 'jacobian' request over budget
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -141,30 +142,28 @@ def target_kernel_result(
 
 def source_kernel_result(
     cfg: ExperimentConfig,
+    source: nn.Module,
+    draws: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    n_classes: int,
     *,
-    source: nn.Module | None = None,
-    k_per_class: int = 10,
-    draws: int = 3,
     kernel: str | None = None,
     budget_bytes: int | None = None,
     dtype: torch.dtype | None = None,
-    device: str | torch.device | None = None,
 ) -> KernelResult:
-    """The source NTK of ``cfg`` as a record: ``stats`` of the first draw, λ_min of every draw
-    in ``lambda_min_draws`` (their mean and spread are what the paper reports)."""
+    """The source NTK of ``cfg``'s source model on ``draws`` as a record: ``stats`` of the first
+    draw, λ_min of every draw in ``lambda_min_draws`` (their mean and spread are what the paper
+    reports)."""
     out: dict[str, Any] = source_ntk(
-        cfg,
-        k_per_class=k_per_class,
-        draws=draws,
+        source,
+        draws,
+        n_classes,
         kernel=kernel or cfg.kernel_form,
-        device=device,
-        source=source,
         budget_bytes=budget_bytes,
         dtype=dtype,
     )
     return KernelResult(
         config=cfg.to_dict(),
-        weights=out["weights"],
+        weights=cfg.weights_label,
         wrt="source",
         kernel=out["kernel"],
         method=out["method"],

@@ -12,7 +12,7 @@ Shapes: K trace (N, N), full (N*c_S, N*c_S) sample-major, N = k_per_class * n_cl
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from reprog_core.config import ExperimentConfig, KernelForm
+from reprog_core.config import KernelForm
 from reprog_core.ntk._autodiff import cast_module, eval_mode, model_device_dtype
 from reprog_core.ntk.jacobian import BatchFn, jacobian_ntk
 from reprog_core.ntk.spectral import spectrum
@@ -31,11 +31,6 @@ def _module_fn(net: nn.Module) -> BatchFn:
         return functional_call(net, dict(params), (xb,))
 
     return fn
-
-
-def draw_seed(seed: int, draw: int) -> int:
-    """The sampling seed of draw ``draw`` for config seed ``seed`` (distinct for every pair)."""
-    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
 
 
 def source_kernel(
@@ -83,57 +78,42 @@ def source_kernel(
 
 
 def source_ntk(
-    cfg: ExperimentConfig,
+    source: nn.Module,
+    draws: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    n_classes: int,
     *,
-    k_per_class: int = 10,
-    draws: int = 3,
     kernel: str = KernelForm.TRACE.value,
-    device: str | torch.device | None = None,
-    source: nn.Module | None = None,
     budget_bytes: int | None = None,
     dtype: torch.dtype | None = None,
     keep_kernels: bool = False,
 ) -> dict[str, Any]:
-    """The source NTK of ``cfg``'s trained source model over ``draws`` random draws.
+    """The source NTK of a trained source model over several draws of source samples.
 
-    ``source``: the trained source model (default: ``training.load_or_train_source(cfg)``, which
-    trains it once and reuses it). Each draw samples ``k_per_class`` images per class from the
-    source training split (seed ``draw_seed(cfg.seed, d)``).
+    ``draws``: (x, y) per draw, e.g. k images per class of the source training split
+    (``source_model.training.source_draws``); ``n_classes``: c_S, for the label alignment.
 
     Returns dict(wrt='source', kernel, method='jacobian', n (samples per draw), n_outputs (c_S),
-    n_params, weights, stats (``SpectrumStats.to_dict()`` per draw, alignment with the draw's
-    labels: the dict is JSON-safe),
-    lambda_min_draws, lambda_min_mean, lambda_min_std (ddof=1; 0 for one draw), lambda_max_mean,
-    seconds, kernels (the K of each draw, only with ``keep_kernels``)).
+    n_params, stats (``SpectrumStats.to_dict()`` per draw, alignment with the draw's labels: the
+    dict is JSON-safe), lambda_min_draws, lambda_min_mean, lambda_min_std (ddof=1; 0 for one
+    draw), lambda_max_mean, seconds, kernels (the K of each draw, only with ``keep_kernels``)).
     """
-    from reprog_core import data
-    from reprog_core.source_model.training import load_or_train_source, source_data
-
     t0 = time.perf_counter()
-    if draws < 1 or k_per_class < 1:
-        raise ValueError(f"need draws >= 1 and k_per_class >= 1, got {draws}, {k_per_class}")
-    if source is None:
-        source, _ = load_or_train_source(cfg, device=device)
-    sd = source_data(cfg)
+    if not draws:
+        raise ValueError("need at least one draw of source samples")
     stats, kernels, info = [], [], {}
-    for d in range(draws):
-        idx = data.per_class_indices(sd.y_train, k_per_class, draw_seed(cfg.seed, d))
-        k, info = source_kernel(
-            source, sd.x_train[idx], kernel=kernel, budget_bytes=budget_bytes, dtype=dtype
-        )
-        stats.append(spectrum(k, sd.y_train[idx], n_classes=len(sd.classes)))
+    for x, y in draws:
+        k, info = source_kernel(source, x, kernel=kernel, budget_bytes=budget_bytes, dtype=dtype)
+        stats.append(spectrum(k, y, n_classes=n_classes))
         if keep_kernels:
             kernels.append(k.cpu())
-        n = len(idx)
     lam = np.array([s.lambda_min for s in stats])
     return {
         "wrt": "source",
         "kernel": KernelForm(kernel).value,
         "method": "jacobian",
-        "n": n,
+        "n": len(draws[-1][0]),
         "n_outputs": info["n_outputs"],
         "n_params": info["n_params"],
-        "weights": cfg.weights_label,
         "stats": [s.to_dict() for s in stats],
         "lambda_min_draws": lam.tolist(),
         "lambda_min_mean": float(lam.mean()),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import filelock
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +62,26 @@ def source_data(cfg: ExperimentConfig) -> SourceData:
     return SourceData(
         data.resize(ds.x_train, s), ds.y_train, data.resize(ds.x_test, s), ds.y_test, ds.classes
     )
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The sampling seed of draw ``draw`` for config seed ``seed`` (distinct for every pair)."""
+    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+
+
+def source_draws(
+    cfg: ExperimentConfig, k_per_class: int = 10, draws: int = 3
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``draws`` samples of ``k_per_class`` images per class from the source training split, each
+    with seed ``draw_seed(cfg.seed, d)``: what the source NTK is taken on (ntk/source.py)."""
+    if draws < 1 or k_per_class < 1:
+        raise ValueError(f"need draws >= 1 and k_per_class >= 1, got {draws}, {k_per_class}")
+    sd = source_data(cfg)
+    out = []
+    for d in range(draws):
+        idx = data.per_class_indices(sd.y_train, k_per_class, draw_seed(cfg.seed, d))
+        out.append((sd.x_train[idx], sd.y_train[idx]))
+    return out
 
 
 STORE_FORMAT = 2  # 2: the file carries ``sha256`` of its content (``_content_digest``)

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reprog_core.config_args import config_from_args
 from reprog_core.sweep.executors import PointOutcome
 from reprog_core.sweep.grid import SweepGridError, build_grid
 from reprog_core.sweep.report import SUMMARY_HEAD, summary_table_rows
@@ -69,8 +70,6 @@ def check_out_folder(out: str) -> Path:
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the sweep the CLI flags describe (``reprog_core.cli`` parses them)."""
-    from reprog_core.cli import config_from_args
-
     if args.address and args.executor != "ray":
         raise SweepGridError("--address is the Ray cluster to use: it needs --executor ray")
     base = config_from_args(args)

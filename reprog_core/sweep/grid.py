@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reprog_core.config import LIMITS, ConfigError, ExperimentConfig, TransformKind
+from reprog_core.config import LIMITS, ConfigError, ExperimentConfig, TransformKind, int_ranges
 
 SWEEP_TASK = "sweep-point"  # the backend task kind of one grid point (pipeline.run_explore)
 MAX_AXIS_VALUES = 4096  # longest 'a-b' range accepted; the sweep-size limit is far below anyway
@@ -108,24 +108,19 @@ def parse_int_list(name: str, value: str | Sequence[int] | None) -> tuple[int, .
     if value is None:
         return None
     if isinstance(value, str):
+        if any(not p.strip() for p in value.split(",")):
+            raise SweepGridError(f"--{name}: empty item in {value!r} (use e.g. 1,2,3 or 1-6)")
+        try:
+            items = int_ranges(value)
+        except ValueError as exc:
+            raise SweepGridError(f"--{name}: {exc}") from None
         out: list[int] = []
-        for part in (p.strip() for p in value.split(",")):
-            if not part:
-                raise SweepGridError(f"--{name}: empty item in {value!r} (use e.g. 1,2,3 or 1-6)")
-            # A '-' after the first character is a range ('1-6'); a leading one is a sign, which
-            # the range checks in build_grid then reject with a clearer message.
-            head, is_range, tail = part[1:].partition("-")
-            try:
-                lo, hi = (int(part[0] + head), int(tail)) if is_range else (int(part),) * 2
-            except ValueError:
-                raise SweepGridError(
-                    f"--{name}: {part!r} is not an integer (use e.g. 1,2,3 or 1-6)"
-                ) from None
+        for lo, hi in items:  # a negative value is refused by the range checks of build_grid
             if hi < lo:
-                raise SweepGridError(f"--{name}: range {part!r} runs backwards")
+                raise SweepGridError(f"--{name}: range {lo}-{hi} runs backwards")
             if hi - lo >= MAX_AXIS_VALUES:  # refuse before building a huge list, not after
                 raise SweepGridError(
-                    f"--{name}: range {part!r} has more than {MAX_AXIS_VALUES} values"
+                    f"--{name}: range {lo}-{hi} has more than {MAX_AXIS_VALUES} values"
                 )
             out.extend(range(lo, hi + 1))
     else:

@@ -1,0 +1,77 @@
+"""Command-line flags of ``ExperimentConfig``, generated from its field metadata (``FieldInfo``).
+
+Beside the config, below the CLI: ``cli.py`` and ``sweep/cli.py`` both build their parsers and
+their configs here, so neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reprog_core.config import FIELDS, ConfigError, ExperimentConfig, FieldInfo
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def flag(name: str) -> str:
+    """The CLI flag of config field ``name``."""
+    return FIELDS[name].flag or "--" + name.replace("_", "-")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config field, in field order, with its default, choices and help; then the
+    flags every computing command shares (``--download``, ``--device``, ``--json``)."""
+    g = p.add_argument_group("experiment")
+    for f in ExperimentConfig.__dataclass_fields__.values():
+        info: FieldInfo = f.metadata["info"]
+        kind = _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
+        kw: dict = {"dest": f.name, "help": _help(info)}
+        if kind is bool:
+            g.add_argument(flag(f.name), action="store_true", **kw)
+            continue
+        if info.choices is not None:
+            kw["choices"] = [e.value for e in info.choices]
+        g.add_argument(flag(f.name), type=kind, default=f.default, **kw)
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing source/target data sets into the data root first (needs a network)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _help(info: FieldInfo) -> str:
+    text = info.help or info.label
+    if info.limits:
+        text += f" [{info.limits[0]}..{info.limits[1]}]"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The config the flags describe; a bad value is a ``ConfigError`` (one line, exit 2).
+
+    For clip-cnn, ``--backbone`` must be in open_clip's registry and ``--weights`` must be
+    'random', a pretrained tag, a checkpoint name in ``$REPROG_WEIGHTS_DIR``, or an existing
+    checkpoint file (a local user may name any file they can read). Checked here, before any
+    work is queued; nothing is loaded yet.
+    """
+    cfg = ExperimentConfig(**{k: v for k, v in vars(args).items() if k in FIELDS})
+    if cfg.uses_backbone:
+        # Lazy: the backbone registry imports torch and open_clip, which a pixel-model request
+        # (and the CLI's torch-free cache lookup) never needs.
+        from reprog_core.source_model.clip import (
+            BackboneError,
+            check_backbone,
+            check_weights,
+        )
+
+        try:
+            check_backbone(cfg.backbone)
+        except BackboneError as exc:
+            raise ConfigError(f"{flag('backbone')}: {exc}") from None
+        try:
+            check_weights(cfg.backbone, cfg.weights, allow_paths=True)
+        except BackboneError as exc:
+            raise ConfigError(f"{flag('weights')}: {exc}") from None
+    return cfg
