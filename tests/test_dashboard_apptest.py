@@ -453,9 +453,9 @@ def test_running_requests_do_not_hold_the_page_run(monkeypatch: pytest.MonkeyPat
     """While requests run, the page's script run ends at once and only a polling fragment stays:
     an earlier run's progress bar can never linger (frozen) beside the live ones, as it did on
     Compare while the script waited in a loop (a run that never ends keeps its stale elements)."""
-    from dashboard import ui
+    from dashboard import jobs
 
-    monkeypatch.setattr(ui, "WAIT_S", 15.0, raising=False)  # the old in-script wait, if any
+    monkeypatch.setattr(jobs, "WAIT_S", 15.0, raising=False)  # the old in-script wait, if any
     slow = {**FAST, "source_epochs": "8", "source_per_class": "200", "seed": "23"}
     at = new_app(slow)
     at.run()
@@ -522,19 +522,19 @@ def _deep_size(obj: object, seen: set[int] | None = None) -> int:
 def test_a_session_keeps_no_results_in_its_state() -> None:
     """What a session holds stays small (a closed tab is kept for minutes, open tabs add up): the
     results live in one bounded, shared LRU and the backend's store, not in each session."""
-    from dashboard import ui
+    from dashboard import jobs
 
     at = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the explore result")
     size = sum(_deep_size(v) for v in at.session_state.values())
     assert size < 100_000, f"this session's state holds {size / 1e6:.1f} MB"
-    assert len(ui.SHARED_RESULTS) <= ui.SHARED_RESULTS.size
+    assert len(jobs.SHARED_RESULTS) <= jobs.SHARED_RESULTS.size
     # A second session on the same view shares the one parsed result.
     at2 = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the same result")
     assert "from the cache" in " ".join(c.value for c in at2.caption)
 
 
 def test_shared_results_are_bounded() -> None:
-    from dashboard.ui import _SharedResults
+    from dashboard.jobs import _SharedResults
 
     lru = _SharedResults(3)
     for i in range(10):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import downloads, state, ui
+from dashboard import downloads, jobs, state, ui
 from reprog_core import cautions, data, figures
 from reprog_core.config import (
     ConfigError,
@@ -263,7 +263,7 @@ labels = [
 ]
 
 # ---- results ---------------------------------------------------------------------------------
-reqs = [ui.Request("explore", c, f"Configuration {letter}") for letter, c in valid]
+reqs = [jobs.Request("explore", c, f"Configuration {letter}") for letter, c in valid]
 _budget = {}  # said once per message, naming the columns it concerns
 for letter, c in valid:
     for msg in budget_warnings(c):
@@ -271,17 +271,17 @@ for letter, c in valid:
 for msg, letters in _budget.items():
     st.warning(state.md_text(f"{', '.join(letters)}: {msg}", limit=2000), icon="⚠️")
 keys = [r.key for r in reqs]
-ui.drop_stale(keys)
+jobs.drop_stale(keys)
 for _, c in valid:
     ui.random_weights_banner(c.weights_label)
     if c.weights_label == "random":
         break
-results = [ui.fetch(r, also=("sweep-point",)) for r in reqs]
+results = [jobs.fetch(r, also=("sweep-point",)) for r in reqs]
 progress_area = st.container()  # filled last (``watch``), above the results
 ready = [(lab, r) for lab, r in zip(labels, results) if r is not None]
 if not ready:
     with progress_area:
-        ui.watch(keys)
+        jobs.watch(keys)
     st.stop()
 
 st.subheader("Results")
@@ -365,4 +365,4 @@ with c3:
 with c4:
     ui.figure_download("Curves figure (HTML)", curves_fig, "compare-curves.html", "cmp.dl.curves")
 with progress_area:
-    ui.watch(keys)
+    jobs.watch(keys)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import downloads, state, ui
+from dashboard import downloads, jobs, state, ui
 from dashboard.views import saved_sweep
 from reprog_core import figures
 from reprog_core.pipeline import sweep_row
@@ -96,13 +96,13 @@ for t in transforms:
         except Exception as exc:  # e.g. vp needs target_size < source_size
             st.warning(f"{t} at depth {d} is skipped: {exc}")
             continue
-        reqs.append(ui.Request(SWEEP_KIND, point, f"depth {d}, {t}"))
+        reqs.append(jobs.Request(SWEEP_KIND, point, f"depth {d}, {t}"))
 keys = [r.key for r in reqs]
-ui.drop_stale(keys)
+jobs.drop_stale(keys)
 ui.random_weights_banner(cfg.weights_label)
 
 asked = st.session_state.setdefault("sw.asked", set())
-results = [ui.fetch(r, start=r.key in asked, also=("explore",)) for r in reqs]
+results = [jobs.fetch(r, start=r.key in asked, also=("explore",)) for r in reqs]
 missing = [r for r, res in zip(reqs, results) if res is None and r.key not in asked]
 n_ready = sum(res is not None for res in results)
 
@@ -138,7 +138,7 @@ with status:
 rows = [sweep_row(res) for res in results if res is not None]
 if not rows:
     with status:
-        ui.watch(keys)
+        jobs.watch(keys)
     st.stop()
 
 figs = saved_sweep.draw_figures(rows, stat, "sw")
@@ -173,4 +173,4 @@ with d4:
         "Scatter figure (HTML)", figs["scatter"], "depth-sweep-scatter.html", "sw.dl.s"
     )
 with status:
-    ui.watch(keys)  # last: the progress of running points, below the figures
+    jobs.watch(keys)  # last: the progress of running points, below the figures

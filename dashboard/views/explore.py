@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import downloads, state, ui
+from dashboard import downloads, jobs, state, ui
 from reprog_core import cautions, figures
 from reprog_core.source_model.training import budget_warnings
 
@@ -23,21 +23,24 @@ if cfg is None:
     st.stop()
 ui.sync_url(cfg)
 
-req = ui.Request("explore", cfg, "Reprogramming fit and baseline")
+req = jobs.Request("explore", cfg, "Reprogramming fit and baseline")
 # Stages stream in: the source card as soon as the source model is ready, the spectrum as soon as
 # the kernel is, the fit last. The kernel request leaves out the fit-only settings
 # (``kernel_config``), so a what-if on steps, step size or loss reuses the stored kernel.
-src_req = ui.Request("source", cfg, "Source model")
-ker_req = ui.Request("ntk", cfg.kernel_config(), "Target NTK") if cfg.transform != "none" else None
+src_req = jobs.Request("source", cfg, "Source model")
+ker_req = (
+    jobs.Request("ntk", cfg.kernel_config(), "Target NTK") if cfg.transform != "none" else None
+)
 stage_reqs = [r for r in (src_req, ker_req) if r is not None]
-ui.drop_stale([req.key] + [r.key for r in stage_reqs])
+jobs.drop_stale([req.key] + [r.key for r in stage_reqs])
 ui.random_weights_banner(cfg.weights_label)
 for msg in budget_warnings(cfg):  # before anything trains, not after
     st.warning(state.md_text(msg, limit=2000), icon="⚠️")
-result = ui.fetch(req, start=False, also=("sweep-point",))  # a Depth sweep point: the same
+result = jobs.fetch(req, start=False, also=("sweep-point",))  # a Depth sweep point: the same
 if result is None:
-    staged = {r.kind: ui.fetch(r) for r in stage_reqs}  # submitted before the fit: they come first
-    result = ui.fetch(req, also=("sweep-point",))
+    # Submitted before the fit: they come first.
+    staged = {r.kind: jobs.fetch(r) for r in stage_reqs}
+    result = jobs.fetch(req, also=("sweep-point",))
 if result is None:
     if staged.get("source"):
         st.subheader("Source model")
@@ -50,14 +53,14 @@ if result is None:
         st.subheader("Spectrum of the target NTK")
         ui.plot(figures.spectrum_figure(staged["ntk"], cfg.weights_label), "spectrum-early")
     keys = [r.key for r in stage_reqs] + [req.key]
-    if ui.pending(keys):
+    if jobs.pending(keys):
         st.info(
             "Computing: the source model is trained (or loaded from the cache), then the target "
             "NTK, then the fit. Each part appears here as soon as it is ready; settings that were "
             "computed before appear at once.",
             icon="⏳",
         )
-    ui.watch(keys)
+    jobs.watch(keys)
     st.stop()
 
 fit, src, kernel = result["fit"], result["source"], result.get("kernel")
