@@ -7,6 +7,7 @@ non-finite loss, keeping the last finite parameters and saying so.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -75,6 +76,13 @@ class ReprogrammedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mapping(self.source(self.transform(x)))
 
+    def trainable_copy(self) -> ReprogrammedModel:
+        """A model with copies of theta and the mapping around the same frozen source: what a
+        fit trains, so that the model at theta_0 (and the kernel taken at it) stays as it was."""
+        return ReprogrammedModel(
+            self.source, copy.deepcopy(self.transform), copy.deepcopy(self.mapping)
+        )
+
 
 def build_reprogrammed(
     cfg: ExperimentConfig, source: nn.Module, n_target: int, n_source: int
@@ -101,6 +109,20 @@ def init_mapping(
         fit_frequency_mapping(model.mapping, _source_logits(model, x), y)
 
 
+def initial_model(
+    cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
+) -> ReprogrammedModel:
+    """f_T at theta_0, seeded by ``cfg.seed``, with the label mapping the fit starts from (FLM/ILM
+    fitted on its training images): built once per experiment, the kernel is taken at it and the
+    fit trains a copy (``reprogram(start=...)``)."""
+    seed_everything(cfg.seed)
+    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    device = next(source.parameters()).device
+    x, y = training_set(cfg, td)
+    init_mapping(cfg, model, x.to(device), y.to(device))
+    return model
+
+
 def squared_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """0.5 * ||f(x) - onehot(y)||^2, averaged over the batch (the NTK theory's loss)."""
     return 0.5 * (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).sum(1).mean()
@@ -115,23 +137,25 @@ def reprogram(
     progress: ProgressFn | None = None,
     lr: float | None = None,
     on_step: StepHook | None = None,
+    start: ReprogrammedModel | None = None,
 ) -> tuple[ReprogrammedModel, FitResult]:
     """Fit a_theta (and a learned b) on the target task; the source model stays frozen.
 
     ``lr``: the step size; required for sgd without ``cfg.lr`` (it comes from the spectrum:
     ``config.sgd_step_size``), else ``cfg.effective_lr``. ``on_step(step, loss, model)`` is
     called before each update with the loss at the current parameters, L(theta_{step-1}).
+    ``start``: the model at theta_0 (``initial_model``), which is left as it is: the fit trains
+    a copy. Built here when not given.
     """
     if lr is None:
         lr = cfg.effective_lr  # raises for sgd without lr: the caller must pass the spectrum's
     t0 = time.perf_counter()
     device = next(source.parameters()).device
-    gen = seed_everything(cfg.seed)
-    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    model = (start or initial_model(cfg, source, td, n_source)).trainable_copy()
+    gen = torch.Generator().manual_seed(cfg.seed)  # the minibatches: the same for any start
     x_train, y_train = (t.to(device) for t in training_set(cfg, td))
     x_test, y_test = td.x_test.to(device), td.y_test.to(device)
     x_kern, y_kern = td.x_kernel.to(device), td.y_kernel.to(device)
-    init_mapping(cfg, model, x_train, y_train)
 
     params = [p for p in model.transform.parameters()]
     if getattr(model.mapping, "learned", False):

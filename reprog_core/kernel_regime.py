@@ -19,6 +19,7 @@ know nothing of each other.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,28 +31,13 @@ from reprog_core.fit import (
     ProgressFn,
     ReprogrammedModel,
     TargetData,
-    build_reprogrammed,
-    init_mapping,
+    initial_model,
     reprogram,
-    training_set,
 )
 from reprog_core.results import FitResult
-from reprog_core.runtime import seed_everything
 
 AGREEMENT = 0.10  # the prediction "holds" while |predicted - measured| / measured <= this
 MAX_POINTS = 2001  # prediction/measurement curves are kept at most at this many steps
-
-
-def theta0_model(
-    cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
-) -> ReprogrammedModel:
-    """f_T at theta_0, with the label mapping the fit starts from (fitted on its training set)."""
-    seed_everything(cfg.seed)
-    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
-    device = next(source.parameters()).device
-    x_map, y_map = training_set(cfg, td)
-    init_mapping(cfg, model, x_map.to(device), y_map.to(device))
-    return model
 
 
 def full_kernel(model: ReprogrammedModel, x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +95,12 @@ def fit_with_spectrum(
     *,
     n_source: int,
     progress: ProgressFn | None = None,
+    start: ReprogrammedModel | None = None,
 ) -> tuple[ReprogrammedModel, FitResult]:
     """``fit.reprogram`` with its step size and, in the kernel regime, its prediction.
+
+    ``start``: the model at theta_0 (``fit.initial_model``); the full kernel is taken at it and
+    the fit trains a copy. Built here when not given.
 
     Adam (or sgd with an explicit ``lr`` outside the kernel regime) runs as it is. Otherwise the
     full kernel at theta_0 sets eta = rho N / lambda_max, and for the kernel regime the result's
@@ -120,12 +110,13 @@ def fit_with_spectrum(
     loss gone by agree_until), drift (at the end), drift_at_parting, trace_form_gap.
     """
     kernel_regime = cfg.regime == Regime.KERNEL.value
+    model0 = start or initial_model(cfg, source, td, n_source)
+    fit = partial(reprogram, cfg, source, td, n_source=n_source, progress=progress, start=model0)
     if not cfg.lr_from_spectrum and not kernel_regime:
-        return reprogram(cfg, source, td, n_source=n_source, progress=progress)
+        return fit()
     device = next(source.parameters()).device
-    model0 = theta0_model(cfg, source, td, n_source)
     if not any(True for _ in model0.transform.parameters()):  # 'none': nothing to train
-        return reprogram(cfg, source, td, n_source=n_source, progress=progress, lr=0.0)
+        return fit(lr=0.0)
     x, y = td.x_kernel.to(device), td.y_kernel.to(device)
     if progress:
         progress(0.0, f"full target NTK on {len(x)} samples for the step size")
@@ -135,7 +126,7 @@ def fit_with_spectrum(
     n = len(x)
     lr = float(cfg.lr) if cfg.lr > 0 else sgd_step_size(cfg.rho, n, lam)
     if not kernel_regime:
-        return reprogram(cfg, source, td, n_source=n_source, progress=progress, lr=lr)
+        return fit(lr=lr)
 
     steps_at = _eval_steps(cfg.steps)
     r0 = ntk.initial_residuals(model0, x, y)
@@ -155,11 +146,9 @@ def fit_with_spectrum(
                     k: val.detach().clone() for k, val in model.transform.state_dict().items()
                 }
 
-    model, fit = reprogram(
-        cfg, source, td, n_source=n_source, progress=progress, lr=lr, on_step=watch
-    )
-    if fit.curves.eval_step and fit.curves.eval_step[-1] in pred_at:
-        measured.setdefault(fit.curves.eval_step[-1], fit.curves.kernel_loss[-1])
+    model, result = fit(lr=lr, on_step=watch)
+    if result.curves.eval_step and result.curves.eval_step[-1] in pred_at:
+        measured.setdefault(result.curves.eval_step[-1], result.curves.kernel_loss[-1])
     ts = [t for t in steps_at if t in measured]
     meas = [measured[t] for t in ts]
     pre = [pred_at[t] for t in ts]
@@ -167,11 +156,11 @@ def fit_with_spectrum(
     k_end = full_kernel(model, x)
     drift_at_parting = None
     if "state" in parting:
-        probe = theta0_model(cfg, source, td, n_source)
+        probe = model0.trainable_copy()
         probe.transform.load_state_dict(parting["state"])
         drift_at_parting = relative_drift(full_kernel(probe, x), k0)
     n_out = r0.shape[1]
-    fit.kernel_regime = {
+    result.kernel_regime = {
         "steps": ts,
         "measured_loss": meas,
         "predicted_loss": pre,
@@ -190,4 +179,4 @@ def fit_with_spectrum(
         "drift_at_parting": drift_at_parting,
         "trace_form_gap": trace_form_gap(k0, n_out),
     }
-    return model, fit
+    return model, result

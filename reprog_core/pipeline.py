@@ -14,19 +14,19 @@ from typing import Any
 
 import torch
 
-from reprog_core import __version__, data, memory
+from reprog_core import __version__, data, memory, ntk
+from reprog_core.backend.service import current_backend
 from reprog_core.config import CODE_VERSION, ExperimentConfig
 from reprog_core.fit import (
+    ReprogrammedModel,
     TargetData,
     baseline_accuracy,
-    build_reprogrammed,
-    init_mapping,
+    initial_model,
     target_data,
-    training_set,
 )
 from reprog_core.kernel_regime import fit_with_spectrum
 from reprog_core.results import KernelResult
-from reprog_core.runtime import resolve_device, seed_everything
+from reprog_core.runtime import resolve_device
 from reprog_core.source_model.training import load_or_train_source, source_draws
 
 ProgressFn = Callable[[float, str], None]
@@ -100,8 +100,6 @@ def run_ntk(
 ) -> dict[str, Any]:
     """The target NTK w.r.t. theta at initialisation on N target samples (``wrt='transform'``)
     or the source NTK w.r.t. the source model's trainable parameters (``wrt='source'``)."""
-    from reprog_core import ntk
-
     if n is not None and n != cfg.n_kernel:
         cfg = cfg.replace(n_kernel=int(n))
     if kernel is not None and kernel != cfg.kernel_form:
@@ -118,7 +116,9 @@ def run_ntk(
     td = target_data(cfg)
     if progress:
         progress(0.5, f"target NTK on {cfg.n_kernel} samples")
-    res = _target_kernel(cfg, source, td, method=method, keep_gram=keep_gram)
+    n_source = data.dataset_spec(cfg.source_data).n_classes
+    model0 = initial_model(cfg, source, td, n_source)
+    res = _target_kernel(cfg, model0, td, method=method, keep_gram=keep_gram)
     if progress:
         progress(1.0, "done")
     return {"versions": versions(cfg), **res.to_dict()}
@@ -126,23 +126,16 @@ def run_ntk(
 
 def _target_kernel(
     cfg: ExperimentConfig,
-    source: torch.nn.Module,
+    model: ReprogrammedModel,
     td: TargetData,
     *,
     method: str = "auto",
     keep_gram: bool = False,
 ) -> KernelResult:
-    """Kernel, spectrum and NTK-predicted squared-loss dynamics at theta_0 on the kernel samples."""
-    from reprog_core import ntk
-
-    n_source = data.dataset_spec(cfg.source_data).n_classes
-    seed_everything(cfg.seed)
-    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
-    device = next(source.parameters()).device
+    """Kernel, spectrum and NTK-predicted squared-loss dynamics on the kernel samples, at the
+    model's theta (theta_0 of ``fit.initial_model``: the mapping the fit starts from)."""
+    device = next(model.parameters()).device
     x, y = td.x_kernel.to(device), td.y_kernel.to(device)
-    # The kernel is taken at the mapping the fit starts from.
-    x_map, y_map = training_set(cfg, td)
-    init_mapping(cfg, model, x_map.to(device), y_map.to(device))
     # A float64 Gram keeps small eigenvalues (rank, lambda_min) honest; the input gradients run in
     # the model's float32 unless the precision check says that could change them (ntk/target.py).
     dtype = torch.float64
@@ -178,11 +171,12 @@ def run_explore(
     n_source = data.dataset_spec(cfg.source_data).n_classes
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
+    model0 = initial_model(cfg, source, td, n_source)  # theta_0: the kernel's and the fit's
     kernel = None
     if cfg.transform != "none":
-        kernel = _stored_kernel(cfg) or _target_kernel(cfg, source, td).to_dict()
+        kernel = _stored_kernel(cfg) or _target_kernel(cfg, model0, td).to_dict()
     _, fit = fit_with_spectrum(
-        cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93)
+        cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93), start=model0
     )
     fit.source_test_acc = src.source_test_acc
     if progress:
@@ -208,8 +202,6 @@ def _stored_kernel(cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The target-NTK record a page already asked for (the ``ntk`` task on
     ``cfg.kernel_config()``, stored by the running backend), or None: a what-if that changes only
     the fit's settings reuses the kernel instead of recomputing it."""
-    from reprog_core.backend.service import current_backend
-
     backend = current_backend()
     if backend is None:
         return None

@@ -121,7 +121,7 @@ if stage == "source":
     from reprog_core.source_model.training import train_source
     train_source(cfg, device=torch.device("cpu"))
 else:
-    from reprog_core.fit import reprogram, target_data
+    from reprog_core.fit import initial_model, reprogram, target_data
     from reprog_core.pipeline import _target_kernel
     from reprog_core.source_model import build_source_model
     k = data.dataset_spec(cfg.source_data).n_classes
@@ -129,7 +129,8 @@ else:
     if stage == "fit":
         reprogram(cfg, src, target_data(cfg), n_source=k)
     else:  # the kernel as the pipeline computes it: float64 on the CPU, then its spectrum
-        _target_kernel(cfg, src, target_data(cfg))
+        td = target_data(cfg)
+        _target_kernel(cfg, initial_model(cfg, src, td, k), td)
 peak = status("VmHWM")
 print(json.dumps({"measured": peak - base, "estimate": memory.estimate(cfg, stage).total}))
 """
