@@ -27,7 +27,7 @@ from reprog_core.ntk.spectral import default_rank_tol
 from reprog_core.ntk.target import target_ntk, target_ntk_eig
 from reprog_core.source_model.pixel import PixelCNN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 F32, F64 = torch.float32, torch.float64
 sys.path.insert(0, str(ROOT / "bench"))
 

@@ -16,7 +16,7 @@ from reprog_core.backend import Backend, service
 from reprog_core.config import ExperimentConfig
 from reprog_core.source_model import training
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 APP = str(ROOT / "dashboard" / "app.py")
 

@@ -16,7 +16,7 @@ import pytest
 
 # dashboard/ is not an installed package (it is an app folder next to the library): import it from
 # the project root, as `streamlit run dashboard/app.py` does.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dashboard import downloads, state  # noqa: E402
 from reprog_core import cautions, demos, figures, pipeline  # noqa: E402
@@ -567,7 +567,7 @@ def test_cautions_name_each_condition(practical: dict, kernel_regime: dict) -> N
 
 def test_page_parameters_are_not_config_fields() -> None:
     """A Learn URL once carried `lr=1` into Explore as the config's learning rate."""
-    tree = ast.parse((Path(__file__).resolve().parent.parent / "dashboard" / "app.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "dashboard" / "app.py").read_text())
     node = next(
         n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGE_PARAMS"
     )

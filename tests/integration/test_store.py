@@ -37,7 +37,7 @@ from reprog_core.backend import store as store_mod
 from reprog_core.config import ExperimentConfig
 
 CFG = ExperimentConfig()
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def payload_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict:

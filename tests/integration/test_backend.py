@@ -47,6 +47,7 @@ from reprog_core.backend import (
 from reprog_core.config import ExperimentConfig
 
 TESTS_DIR = Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parents[1]
 CFG = ExperimentConfig()
 
 
@@ -628,7 +629,7 @@ def test_a_backend_serves_the_tasks_it_was_handed(make_backend, tmp_path):
 
 def test_the_backend_never_imports_the_pipeline():
     """The dependency is one-way: whoever creates a backend hands it the pipeline's tasks."""
-    backend_dir = TESTS_DIR.parent / "reprog_core" / "backend"
+    backend_dir = ROOT / "reprog_core" / "backend"
     for path in backend_dir.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -677,7 +678,7 @@ def test_source_and_target_size_have_server_caps(make_backend, tmp_path, monkeyp
         )
     assert count_lines(tmp_path / "c") == 0
 
-    sys.path.insert(0, str(TESTS_DIR.parent))
+    sys.path.insert(0, str(ROOT))
     from dashboard.state import ranges
 
     assert ranges(limits.to_dict())["source_size"][1] == 64

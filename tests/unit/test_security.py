@@ -126,7 +126,7 @@ def test_no_plain_unpickling_left_in_the_package() -> None:
     torch.load without weights_only=True, except the restricted unpickler itself and the worker
     process reading the task its own server sent over their private socket pair (SECURITY.md;
     ``Connection.recv`` unpickles every message of that channel anyway)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     offenders = []
     for path in [*(root / "reprog_core").rglob("*.py"), *(root / "dashboard").rglob("*.py")]:
         if path.name == "safe_pickle.py":
@@ -271,7 +271,7 @@ def test_source_model_on_a_full_disk(full_disk: Path, monkeypatch, caplog) -> No
 
 
 # ------------------------------------------------------------------------------ the URL boundary
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the library
 
 CLIP = {"source_family": "clip-cnn", "backbone": "tiny-vit"}

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("REPROG_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
 CHROMIUM_ARGS = [
     "--headless",

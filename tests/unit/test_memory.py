@@ -16,7 +16,7 @@ import pytest
 from reprog_core import memory, pipeline
 from reprog_core.config import ExperimentConfig
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 GIB = 2**30
 
 

@@ -42,7 +42,7 @@ from reprog_core.sweep import (
 from reprog_core.sweep.analysis import correlations
 from reprog_core.sweep.outputs import write_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "width": 8,
     "source_size": 16,
