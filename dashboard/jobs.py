@@ -107,24 +107,22 @@ def _remember(key: str, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def cached(req: Request, also: Sequence[str] = ()) -> dict[str, Any] | None:
-    """The stored result of ``req`` (also looked up under the task kinds ``also``), or None."""
+def cached(req: Request) -> dict[str, Any] | None:
+    """The stored result of ``req``, or None."""
     key = req.key
     shared = SHARED_RESULTS.get(key)
     if shared is not None:
         # How this session got it (computed, joined) if it did; otherwise a cache hit.
         return {**shared, "cache": _memo().get(key, "hit")}
-    be = backend()
-    for kind in (req.kind, *also):
-        res = be.get(kind, req.cfg, req.params)
-        if res is not None:
-            how = _memo().get(key)
-            _remember(key, res)
-            return res if how is None else {**res, "cache": how}
-    return None
+    res = backend().get(req.kind, req.cfg, req.params)
+    if res is None:
+        return None
+    how = _memo().get(key)
+    _remember(key, res)
+    return res if how is None else {**res, "cache": how}
 
 
-def fetch(req: Request, start: bool = True, also: Sequence[str] = ()) -> dict[str, Any] | None:
+def fetch(req: Request, start: bool = True) -> dict[str, Any] | None:
     """The result of ``req`` if it is ready; otherwise submit it (when ``start``) and return None.
 
     Cached results come back at once (``backend.get`` first). A running request is left to
@@ -132,7 +130,7 @@ def fetch(req: Request, start: bool = True, also: Sequence[str] = ()) -> dict[st
     """
     key = req.key
     jobs = _jobs()
-    res = cached(req, also)
+    res = cached(req)
     if res is not None:
         jobs.pop(key, None)  # another session (or a CLI sweep) stored it first
         return res

@@ -3,6 +3,10 @@
 Every computing command goes through the cached backend, so a repeated command is instant and
 ``--json`` says how its result was obtained (``"cache": "computed" | "joined" | "hit"``).
 Bad flags and bad values get a one-line error and exit code 2.
+
+The commands import what they use inside their functions, on purpose: a cached answer is looked
+up without torch (``_stored``), which the data sets, the models and the pipeline would import
+(several seconds), so nothing heavy may load at module level here.
 """
 
 from __future__ import annotations
@@ -277,6 +281,7 @@ def _cmd_ntk(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     from reprog_core import backend as be
+    from reprog_core import sweep
     from reprog_core.serving import default_backend
 
     b = default_backend()
@@ -292,7 +297,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             if not args.json:
                 print(msg, file=sys.stderr)
 
-        out = be.warm(b, args.preset, show)
+        grid = sweep.build_grid(ExperimentConfig(), preset=args.preset)
+        out = be.warm(b, sweep.warm_items(grid), show)
     if args.json:
         _print_json(out if isinstance(out, dict) else {"entries": out})
     elif isinstance(out, list):

@@ -288,5 +288,4 @@ TASKS: dict[str, _Task] = {
     "fit": _Task(run_fit),
     "ntk": _Task(run_ntk),
     "explore": _Task(run_explore),
-    "sweep-point": _Task(run_explore),
 }

@@ -276,7 +276,7 @@ for _, c in valid:
     ui.random_weights_banner(c.weights_label)
     if c.weights_label == "random":
         break
-results = [jobs.fetch(r, also=("sweep-point",)) for r in reqs]
+results = [jobs.fetch(r) for r in reqs]
 progress_area = st.container()  # filled last (``watch``), above the results
 ready = [(lab, r) for lab, r in zip(labels, results) if r is not None]
 if not ready:

@@ -16,11 +16,12 @@ from dashboard import downloads, jobs, state, ui
 from dashboard.views import saved_sweep
 from reprog_core import figures
 from reprog_core.pipeline import sweep_row
+from reprog_core.sweep.grid import SWEEP_TASK, grid_points
 
 TRANSFORMS = list(figures.TRANSFORM_NAMES)
 DEFAULT_TRANSFORMS = ["vp", "fc"]
-DEPTHS = list(range(1, 7))
-SWEEP_KIND = "sweep-point"  # the kind CLI sweeps store under (reprog_core.sweep.SWEEP_TASK)
+DEPTH_RANGE = state.ranges()["depth"]  # what the dashboard offers (config.FieldInfo.ui)
+DEPTHS = list(range(DEPTH_RANGE[0], DEPTH_RANGE[1] + 1))
 
 st.title("Depth sweep")
 st.markdown(
@@ -52,7 +53,7 @@ if ui.first_visit("depth-sweep"):
         "transforms", ui.page_param("transforms"), TRANSFORMS, DEFAULT_TRANSFORMS
     )
     warns += w
-    ds, w = state.parse_int_list("depths", ui.page_param("depths"), 1, 6, DEPTHS)
+    ds, w = state.parse_int_list("depths", ui.page_param("depths"), *DEPTH_RANGE, DEPTHS)
     warns += w
     stat, w = state.parse_choice(
         "stat", ui.page_param("stat"), list(figures.SPECTRAL_STATS), "lambda_min"
@@ -88,21 +89,16 @@ if not transforms or not depths:
     st.info("Choose at least one transformation and one depth.")
     st.stop()
 
-reqs = []
-for t in transforms:
-    for d in depths:
-        try:
-            point = cfg.replace(depth=d, transform=t)
-        except Exception as exc:  # e.g. vp needs target_size < source_size
-            st.warning(f"{t} at depth {d} is skipped: {exc}")
-            continue
-        reqs.append(jobs.Request(SWEEP_KIND, point, f"depth {d}, {t}"))
+points, invalid = grid_points(cfg, depths, transforms, [cfg.seed])
+for why in invalid:  # e.g. vp needs target_size < source_size
+    st.warning(f"Skipped: {state.md_text(why, limit=2000)}")
+reqs = [jobs.Request(SWEEP_TASK, p, f"depth {p.depth}, {p.transform}") for p in points]
 keys = [r.key for r in reqs]
 jobs.drop_stale(keys)
 ui.random_weights_banner(cfg.weights_label)
 
 asked = st.session_state.setdefault("sw.asked", set())
-results = [jobs.fetch(r, start=r.key in asked, also=("explore",)) for r in reqs]
+results = [jobs.fetch(r, start=r.key in asked) for r in reqs]
 missing = [r for r, res in zip(reqs, results) if res is None and r.key not in asked]
 n_ready = sum(res is not None for res in results)
 

@@ -36,11 +36,11 @@ jobs.drop_stale([req.key] + [r.key for r in stage_reqs])
 ui.random_weights_banner(cfg.weights_label)
 for msg in budget_warnings(cfg):  # before anything trains, not after
     st.warning(state.md_text(msg, limit=2000), icon="⚠️")
-result = jobs.fetch(req, start=False, also=("sweep-point",))  # a Depth sweep point: the same
+result = jobs.fetch(req, start=False)
 if result is None:
     # Submitted before the fit: they come first.
     staged = {r.kind: jobs.fetch(r) for r in stage_reqs}
-    result = jobs.fetch(req, also=("sweep-point",))
+    result = jobs.fetch(req)
 if result is None:
     if staged.get("source"):
         st.subheader("Source model")

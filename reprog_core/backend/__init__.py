@@ -21,11 +21,9 @@ CLI).
 """
 
 from reprog_core.backend.admin import (
-    PRESETS,
     cache_clear,
     cache_info,
     cache_ls,
-    list_presets,
     warm,
 )
 from reprog_core.backend.errors import (
@@ -47,7 +45,6 @@ from reprog_core.backend.store import Store
 from reprog_core.backend.tasks import Progress, TaskSpec, task_table
 
 __all__ = [
-    "PRESETS",
     "Backend",
     "BackendError",
     "Cancelled",
@@ -68,7 +65,6 @@ __all__ = [
     "cache_info",
     "cache_ls",
     "current_backend",
-    "list_presets",
     "shared_backend",
     "task_table",
     "warm",

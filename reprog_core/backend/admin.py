@@ -13,29 +13,11 @@ from typing import Any
 from reprog_core.backend.errors import BackendError
 from reprog_core.backend.handle import Handle
 from reprog_core.backend.service import Backend
-from reprog_core.config import ExperimentConfig, TransformKind
+from reprog_core.config import ExperimentConfig
 
-# A warm-up item: (task kind, config, params, labels to report it by).
+# A warm-up item: (task kind, config, params, labels to report it by). Which items make a
+# warm-up is the caller's (``sweep.grid.warm_items`` of a preset grid); the backend runs them.
 WarmItem = tuple[str, ExperimentConfig, dict[str, Any], dict[str, Any]]
-
-
-def _default_preset() -> list[WarmItem]:
-    """The default pair (CNN on animal -> digits) at depths 1..6 x transforms vp, fc, vp-fc."""
-    base = ExperimentConfig()
-    transforms = (TransformKind.VP.value, TransformKind.FC.value, TransformKind.VP_FC.value)
-    return [
-        ("explore", base.replace(depth=d, transform=t), {}, {"depth": d, "transform": t})
-        for d in range(1, 7)
-        for t in transforms
-    ]
-
-
-# Preset name -> function building its items (a function, so nothing is validated at import).
-PRESETS: dict[str, Callable[[], list[WarmItem]]] = {"default": _default_preset}
-
-
-def list_presets() -> list[str]:
-    return sorted(PRESETS)
 
 
 def cache_info(backend: Backend) -> dict[str, Any]:
@@ -85,10 +67,10 @@ def cache_clear_report(backend: Backend, kind: str | None = None) -> dict[str, A
 
 def warm(
     backend: Backend,
-    preset: str = "default",
+    items: list[WarmItem],
     progress_cb: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Compute a named preset grid so that a classroom starts warm.
+    """Compute ``items`` so that a classroom starts warm.
 
     Everything is submitted at once (the workers share it out), then collected in order.
     ``progress_cb(done, total, entry)`` is called as each item finishes. Returns one entry per
@@ -96,9 +78,6 @@ def warm(
     error), ``error`` (message or None) and ``elapsed_s`` since the start of the warm-up. A
     failing item is reported and the rest still run.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {list_presets()}")
-    items = PRESETS[preset]()
     start = time.monotonic()
     submitted: list[tuple[WarmItem, Handle | None, str | None]] = []
     for item in items:

@@ -71,7 +71,9 @@ from reprog_core.sweep.grid import (
     SweepGrid,
     SweepGridError,
     build_grid,
+    grid_points,
     list_presets,
+    warm_items,
 )
 from reprog_core.sweep.outputs import load_results, write_results
 from reprog_core.sweep.report import build_report
@@ -87,6 +89,7 @@ __all__ = [
     "SweepGrid",
     "SweepGridError",
     "build_grid",
+    "grid_points",
     "build_record",
     "build_report",
     "correlations",
@@ -98,6 +101,7 @@ __all__ = [
     "spearman",
     "spread",
     "store_result",
+    "warm_items",
     "summarise",
     "write_outputs",
     "write_results",

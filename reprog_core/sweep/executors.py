@@ -2,12 +2,12 @@
 
 Both executors compute each point with ``reprog_core.pipeline.run_explore`` (source model, target
 NTK and spectrum at θ_0, the reprogramming fit, the 'none' baseline) and end with the result in
-the backend's cache under the point's ``'sweep-point'`` key. So a sweep interrupted under either
-executor resumes where it stopped: stored points come back as ``cache='hit'`` and are not
-recomputed.
+the backend's cache under the point's ``'explore'`` key, the Explore page's. So a sweep
+interrupted under either executor resumes where it stopped: stored points come back as
+``cache='hit'`` and are not recomputed, and the pages show them at once.
 
 * ``LocalExecutor`` (the default) asks the backend for one point at a time
-  (``backend.run('sweep-point', cfg)``): the backend dedups, caches and reports progress. One at a
+  (``backend.run('explore', cfg)``): the backend dedups, caches and reports progress. One at a
   time, because on a CPU two points in parallel only share the same cores, and the points of one
   depth and seed share a source model that should be trained once.
 * ``RayExecutor`` runs every point that is not stored yet as one Ray task (``num_gpus=1`` when the
@@ -97,7 +97,7 @@ def _params(device: str | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ local
 @dataclass
 class LocalExecutor:
-    """Each point through ``backend.run('sweep-point', cfg)``, one after the other."""
+    """Each point through ``backend.run('explore', cfg)``, one after the other."""
 
     backend: Backend | None = None  # None: the process-wide default_backend()
     device: str | None = None

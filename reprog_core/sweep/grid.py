@@ -22,7 +22,9 @@ from typing import Any
 
 from reprog_core.config import LIMITS, ConfigError, ExperimentConfig, TransformKind, int_ranges
 
-SWEEP_TASK = "sweep-point"  # the backend task kind of one grid point (pipeline.run_explore)
+# A grid point is one Explore experiment: the same task kind, so the same stored result, whether
+# the Explore page, the Depth sweep page, a CLI sweep or the cache warm-up asked for it.
+SWEEP_TASK = "explore"
 MAX_AXIS_VALUES = 4096  # longest 'a-b' range accepted; the sweep-size limit is far below anyway
 
 
@@ -38,10 +40,17 @@ class Preset:
     description: str
     depths: tuple[int, ...]
     transforms: tuple[str, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...] = ()  # () = the base config's seed
 
 
 PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        name="default",
+        description="what ``cache warm`` computes before a class: the default pair at source "
+        "depth 1..6 x {vp, fc, vp-fc}, the base config's seed",
+        depths=(1, 2, 3, 4, 5, 6),
+        transforms=(TransformKind.VP.value, TransformKind.FC.value, TransformKind.VP_FC.value),
+    ),
     "paper-depth": Preset(
         name="paper-depth",
         description=(
@@ -74,12 +83,7 @@ class SweepGrid:
         """The configs, seed-major: for each seed, for each depth, for each transform."""
         if self._points:
             return list(self._points)
-        return [
-            self.base.replace(depth=d, transform=t, seed=s)
-            for s in self.seeds
-            for d in self.depths
-            for t in self.transforms
-        ]
+        return grid_points(self.base, self.depths, self.transforms, self.seeds)[0]
 
     def __len__(self) -> int:
         return len(self.depths) * len(self.transforms) * len(self.seeds)
@@ -175,7 +179,7 @@ def build_grid(
         p = PRESETS[preset]
     d_axis = parse_int_list("depths", depths) or (p.depths if p else (base.depth,))
     t_axis = parse_str_list("transforms", transforms) or (p.transforms if p else (base.transform,))
-    s_axis = parse_int_list("seeds", seeds) or (p.seeds if p else (base.seed,))
+    s_axis = parse_int_list("seeds", seeds) or (p.seeds if p and p.seeds else (base.seed,))
 
     lo, hi = LIMITS["depth"]
     bad = [d for d in d_axis if not lo <= d <= hi]
@@ -190,20 +194,41 @@ def build_grid(
     if bad:
         raise SweepGridError(f"--seeds: {bad[0]} is out of range; seeds must be in {lo}..{hi}")
 
-    grid = SweepGrid(base, tuple(d_axis), tuple(t_axis), tuple(s_axis), preset)
-    points = []
-    for s in grid.seeds:
-        for d in grid.depths:
-            for t in grid.transforms:
+    points, invalid = grid_points(base, d_axis, t_axis, s_axis)
+    if invalid:
+        raise SweepGridError(f"grid point {invalid[0]}")
+    grid = SweepGrid(base, tuple(d_axis), tuple(t_axis), tuple(s_axis), preset, tuple(points))
+    check_limits(grid, limits)
+    return grid
+
+
+def grid_points(
+    base: ExperimentConfig,
+    depths: Sequence[int],
+    transforms: Sequence[str],
+    seeds: Sequence[int],
+) -> tuple[list[ExperimentConfig], list[str]]:
+    """The grid's configs, seed-major (for each seed, each depth, each transform), and why each
+    combination that is not a valid config was left out (``'depth=1, transform=vp, seed=0 is
+    invalid: ...'``). ``build_grid`` refuses a grid with any; the Depth sweep page skips them and
+    says so."""
+    points, invalid = [], []
+    for s in seeds:
+        for d in depths:
+            for t in transforms:
                 try:
                     points.append(base.replace(depth=d, transform=t, seed=s))
                 except ConfigError as exc:
-                    raise SweepGridError(
-                        f"grid point depth={d}, transform={t}, seed={s} is invalid: {exc}"
-                    ) from None
-    grid = SweepGrid(grid.base, grid.depths, grid.transforms, grid.seeds, preset, tuple(points))
-    check_limits(grid, limits)
-    return grid
+                    invalid.append(f"depth={d}, transform={t}, seed={s} is invalid: {exc}")
+    return points, invalid
+
+
+def warm_items(grid: SweepGrid) -> list[tuple[str, ExperimentConfig, dict[str, Any], dict]]:
+    """The grid as ``backend.admin.warm`` items: (task kind, config, params, labels)."""
+    return [
+        (SWEEP_TASK, cfg, {}, {"depth": cfg.depth, "transform": cfg.transform, "seed": cfg.seed})
+        for cfg in grid.points()
+    ]
 
 
 def check_limits(grid: SweepGrid, limits: Any = None) -> None:

@@ -494,7 +494,7 @@ def test_depth_sweep_click_counts_when_the_missing_count_changed() -> None:
     assert button and button[0].label == "Compute the 2 missing points"
     # Another session (or a CLI sweep) computes depth 5 meanwhile.
     point = ExperimentConfig.from_dict(dict(FAST)).replace(depth=5, transform="vp")
-    default_backend().run("sweep-point", point, timeout=RESULT_TIMEOUT_S)
+    default_backend().run("explore", point, timeout=RESULT_TIMEOUT_S)
     button[0].click()
     at.run()
     assert not at.exception

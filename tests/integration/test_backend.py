@@ -45,6 +45,7 @@ from reprog_core.backend import (
     warm,
 )
 from reprog_core.config import ExperimentConfig
+from reprog_core.sweep.grid import build_grid, warm_items
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parents[1]
@@ -599,15 +600,16 @@ def test_cache_info_ls_and_clear(make_backend, tmp_path, gate):
 def test_warm_default_preset(make_backend):
     backend = make_backend(tasks={"explore": fake_explore})
     seen: list[tuple[int, int]] = []
-    entries = warm(backend, "default", lambda i, n, entry: seen.append((i, n)))
+    items = warm_items(build_grid(ExperimentConfig(), preset="default"))
+    entries = warm(backend, items, lambda i, n, entry: seen.append((i, n)))
     assert len(entries) == 18 and seen[-1] == (18, 18)
     assert {(e["depth"], e["transform"]) for e in entries} == {
         (d, t) for d in range(1, 7) for t in ("vp", "fc", "vp-fc")
     }
     assert all(e["cache"] == "computed" and e["error"] is None for e in entries)
-    assert all(e["cache"] == "hit" for e in warm(backend, "default"))
+    assert all(e["cache"] == "hit" for e in warm(backend, items))
     with pytest.raises(ValueError, match="unknown preset"):
-        warm(backend, "nope")
+        build_grid(ExperimentConfig(), preset="nope")
 
 
 def test_builtin_sleep_task(make_backend):
@@ -648,7 +650,7 @@ def test_pipeline_tasks_reach_a_worker_process_by_reference():
     # Lazy: the pipeline loads torch, and every worker process of these tests imports this module.
     from reprog_core.pipeline import TASKS, run_explore
 
-    assert pickle.loads(pickle.dumps(TASKS["sweep-point"])).fn is run_explore
+    assert pickle.loads(pickle.dumps(TASKS["explore"])).fn is run_explore
 
 
 def test_put_stores_a_result_computed_elsewhere_as_the_backend_would(make_backend, tmp_path):
