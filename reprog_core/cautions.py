@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from reprog_core import data
 from reprog_core.figures import fmt, pct, prediction_explodes
 
 NEAR_CHANCE = 0.15  # a source within this of chance (1 / classes) says little about reprogramming
@@ -34,8 +35,6 @@ def _num(x: Any) -> float | None:
 
 def _source_classes(config: Mapping[str, Any]) -> int | None:
     try:
-        from reprog_core import data
-
         return int(data.dataset_spec(str(config.get("source_data"))).n_classes)
     except Exception:  # an unknown data set name: no chance level to compare with
         return None

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from reprog_core.ntk.analytic import relu_mlp_ntk
+from reprog_core.source_model.pixel import NTKLinear
+
 LABEL_PLACEMENTS = ("even", "fast", "slow")
 
 
@@ -89,8 +92,6 @@ def spectrum_convergence(
 def _relu_mlp(d_in: int, width: int, depth: int) -> nn.Sequential:
     """The network ``relu_mlp_ntk`` describes: ``depth`` NTKLinear+ReLU layers, NTKLinear read-out
     with σ_w = 1 (what ``PixelMLP(ntk_init=True, centre=False)`` builds on flattened images)."""
-    from reprog_core.source_model.pixel import NTKLinear
-
     layers: list[nn.Module] = []
     dims = [d_in] + [width] * depth
     for a, b in zip(dims[:-1], dims[1:]):
@@ -126,8 +127,6 @@ def ntk_width_convergence(
     each of ``seeds`` random initialisations: the row Θ(x₀, x(γ)) and the relative Frobenius error
     ||Θ_emp − Θ||_F / ||Θ||_F over all pairs. Returns JSON-safe lists.
     """
-    from reprog_core.ntk.analytic import relu_mlp_ntk
-
     if any(w < 1 or w > 4096 for w in widths):
         raise ValueError(f"widths must be between 1 and 4096, got {list(widths)}")
     gamma = torch.linspace(-math.pi, math.pi, n_angles, dtype=torch.float64)

@@ -109,7 +109,7 @@ def memory_budget(budget_bytes: int | None = None) -> int:
 # ------------------------------------------------------------------------------------------ shapes
 def _classes_and_size(name: str) -> tuple[int, int, int]:
     """(classes, native pixels per image, channels) of a registered data set."""
-    from reprog_core import data
+    from reprog_core import data  # lazy: the backend's limits import this module without torch
 
     spec = data.dataset_spec(name)
     h, w = spec.image_size
@@ -267,7 +267,7 @@ def check_request(cfg: ExperimentConfig, *stages: str, n: int | None = None) -> 
     """``check`` for the stages one request will run: source training is skipped when the
     trained source model is already stored (it is then only loaded), the kernel when the
     transform is ``none`` (nothing to differentiate)."""
-    from reprog_core.source_model.training import stored_source_path
+    from reprog_core.source_model.training import stored_source_path  # lazy, as data above
 
     wanted = [
         s

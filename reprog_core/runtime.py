@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import reprog_core
+
 # torch and numpy are imported where they are used: ``cache_dir`` serves the CLI's cached answers,
 # which must not pay for importing torch.
 if TYPE_CHECKING:
@@ -93,8 +95,6 @@ def default_threads(workers: int = 1) -> int:
 def thread_policy() -> dict[str, object]:
     """What governs CPU threading in this process: the OpenMP wait policy (and whether it could
     still take effect: torch must load after it is set), and ``$REPROG_THREADS``."""
-    import reprog_core
-
     return {
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(OpenMP default: active)"),
         "wait_policy_effective": not reprog_core.TORCH_PRELOADED,

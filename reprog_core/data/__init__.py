@@ -21,6 +21,7 @@ from reprog_core.data.base import (
     resize,
     to_float_rgb,
 )
+from reprog_core.runtime import data_root
 
 __all__ = [
     "DATA_VERSION",
@@ -54,8 +55,6 @@ def load_dataset(
 ) -> ImageDataset:
     """Load ``name`` in the common layout. ``seed`` fixes the train/test split (and procedural
     content) where the set has no official split. Results are memoised per process."""
-    from reprog_core.runtime import data_root
-
     spec = dataset_spec(name)
     resolved = None if spec.offline else data_root(root)
     return _load_cached(name, str(resolved) if resolved else "", download, seed)

@@ -18,7 +18,7 @@ def build_source_model(cfg: ExperimentConfig, n_classes: int, device=None) -> nn
         return PixelCNN(cfg.source_size, cfg.depth, cfg.width, n_classes, cfg.ntk_init)
     if cfg.source_family == SourceFamily.MLP.value:
         return PixelMLP(cfg.source_size, cfg.depth, cfg.width, n_classes, cfg.ntk_init)
-    from reprog_core.source_model.clip_cnn import ClipCNN
+    from reprog_core.source_model.clip_cnn import ClipCNN  # lazy: only clip-cnn needs open_clip
 
     return ClipCNN.from_config(cfg, n_classes, device=device)
 

@@ -268,7 +268,7 @@ def train_source(
 
     # The frozen backbone runs once per data set; the head trains on its stored features.
     if hasattr(model, "backbone"):
-        from reprog_core.source_model.clip import backbone_features
+        from reprog_core.source_model.clip import backbone_features  # lazy: open_clip
 
         if progress:
             progress(0.02, "computing frozen backbone features")

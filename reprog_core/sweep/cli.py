@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reprog_core.config_args import config_from_args
+from reprog_core.figures import fmt
+from reprog_core.results import json_safe
 from reprog_core.sweep.executors import PointOutcome
 from reprog_core.sweep.grid import SweepGridError, build_grid
 from reprog_core.sweep.report import SUMMARY_HEAD, summary_table_rows
@@ -31,8 +33,7 @@ def _fmt_point(out: PointOutcome, done: int, total: int) -> str:
     )
     if not out.ok:
         return f"{head}  FAILED  {out.error}"
-    from reprog_core.figures import fmt
-    from reprog_core.pipeline import sweep_row
+    from reprog_core.pipeline import sweep_row  # lazy: the pipeline imports torch
 
     assert out.result is not None
     r = sweep_row(out.result)
@@ -88,7 +89,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"note: the {base.backbone} backbone has RANDOM weights (not pretrained)\n"
         )
-    from reprog_core.source_model.training import budget_warnings
+    from reprog_core.source_model.training import budget_warnings  # lazy: imports torch
 
     for warning in budget_warnings(base):  # before the sources train, not after
         sys.stderr.write(f"warning: {warning}\n")
@@ -122,8 +123,6 @@ def main_from_args(args: argparse.Namespace) -> int:
 
 def _report(record: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        from reprog_core.results import json_safe
-
         keep = (
             "grid",
             "weights",

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reprog_core.backend import Limits, OverBudget
 from reprog_core.config import LIMITS, ConfigError, ExperimentConfig, TransformKind, int_ranges
 
 # A grid point is one Explore experiment: the same task kind, so the same stored result, whether
@@ -234,8 +235,7 @@ def warm_items(grid: SweepGrid) -> list[tuple[str, ExperimentConfig, dict[str, A
 def check_limits(grid: SweepGrid, limits: Any = None) -> None:
     """Raise ``SweepGridError`` if ``grid`` is over the backend's sweep-size limit or a point is
     over a per-request cap. Checked before anything runs, for every executor alike."""
-    from reprog_core.backend import Limits, OverBudget
-    from reprog_core.serving import get_task
+    from reprog_core.serving import get_task  # lazy: serving loads the pipeline (torch)
 
     limits = limits if limits is not None else Limits.from_env()
     try:

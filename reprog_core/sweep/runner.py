@@ -27,6 +27,7 @@ from reprog_core.sweep.outputs import (
     machine_info,
     write_results,
 )
+from reprog_core.sweep.report import build_report
 
 EXECUTORS = ("local", "ray")
 
@@ -48,7 +49,7 @@ def make_executor(
 def point_row(out: PointOutcome) -> dict[str, Any]:
     """The table row of a finished point: ``pipeline.sweep_row`` plus where it came from and
     what it cost."""
-    from reprog_core.pipeline import sweep_row
+    from reprog_core.pipeline import sweep_row  # lazy: the pipeline imports torch
 
     assert out.result is not None
     kernel = out.result.get("kernel") or {}
@@ -76,7 +77,7 @@ def build_record(
     command: str | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` record of a (possibly partial) sweep; see the package docstring."""
-    from reprog_core.pipeline import versions
+    from reprog_core.pipeline import versions  # lazy: the pipeline imports torch
 
     outcomes = sorted(outcomes, key=lambda o: o.index)
     rows = [point_row(o) for o in outcomes if o.ok]
@@ -119,8 +120,6 @@ def write_outputs(
     record: Mapping[str, Any], out: str | os.PathLike[str], stat: str = "lambda_min"
 ) -> dict[str, Path]:
     """``results.json``, ``results.csv`` and ``report.html`` into ``out``; returns their paths."""
-    from reprog_core.sweep.report import build_report
-
     paths = write_results(record, out)
     paths["html"] = Path(out) / REPORT_HTML
     _atomic_write_text(paths["html"], build_report(record, stat))
