@@ -17,6 +17,14 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from reprog_core.analysis import (
+    Spread,
+    by_depth,
+    num,
+    ordered_transforms,
+    source_rows,
+    spearman,
+)
 from reprog_core.figures.spectrum import SPECTRAL_STATS
 from reprog_core.figures.theme import (
     INK,
@@ -25,14 +33,6 @@ from reprog_core.figures.theme import (
     base_layout,
     fmt,
     title_layout,
-)
-from reprog_core.sweep.analysis import (
-    Spread,
-    by_depth,
-    num,
-    ordered_transforms,
-    source_rows,
-    spearman,
 )
 
 Row = Mapping[str, Any]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprog_core import data
+from reprog_core.backend.errors import DiskFull
 from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
 from reprog_core.results import SourceResult
 from reprog_core.runtime import cache_dir, resolve_device, seed_everything
@@ -185,8 +186,6 @@ def _load_or_train(
             log.warning("stored source model %s is not usable (%s); retraining", path.name, exc)
             path.unlink(missing_ok=True)
     model, result = train_source(cfg, device=dev, progress=progress)
-    from reprog_core.backend.errors import DiskFull  # local: the backend imports this module
-
     try:
         save_source(_trainable(model).state_dict(), result.to_dict(), path)
     except DiskFull as exc:
@@ -249,8 +248,6 @@ def _is_disk_full(exc: OSError) -> bool:
 
 def _disk_full() -> Exception:
     """The one-line error of a full disk under the cache directory."""
-    from reprog_core.backend.errors import DiskFull  # local: the backend imports this module
-
     return DiskFull(f"disk full at {cache_dir()}: free space or set REPROG_CACHE_DIR")
 
 

@@ -61,7 +61,7 @@ Accuracies are fractions in [0, 1]. Spectral statistics are those of the target 
 ``report.html``: the same record as one self-contained page (plotly.js inlined once).
 """
 
-from reprog_core.sweep.analysis import correlations, paper_claims, spearman, spread, summarise
+from reprog_core.analysis import correlations, paper_claims, spearman, spread, summarise
 from reprog_core.sweep.cli import main_from_args
 from reprog_core.sweep.executors import LocalExecutor, PointOutcome, RayExecutor, store_result
 from reprog_core.sweep.grid import (

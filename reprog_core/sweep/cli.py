@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reprog_core.config_args import config_from_args
-from reprog_core.figures import fmt
+from reprog_core.figures.theme import fmt
 from reprog_core.results import json_safe
 from reprog_core.sweep.executors import PointOutcome
 from reprog_core.sweep.grid import SweepGridError, build_grid

@@ -13,13 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# A module import: reprog_core.figures.sweep imports this package's analysis, and this package's
-# __init__ imports this module, so either may be the one half-imported when the other runs.
+from reprog_core.analysis import ALPHA, DEFAULT_STATS, correlations, paper_claims, summarise
 from reprog_core.figures import sweep as sweep_figures
 from reprog_core.figures.source import weights_description
 from reprog_core.figures.spectrum import SPECTRAL_STATS
 from reprog_core.figures.theme import fmt, pct
-from reprog_core.sweep.analysis import ALPHA, DEFAULT_STATS, correlations, paper_claims, summarise
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #1f2430;

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprog_core.sweep.analysis import correlations, paper_claims, summarise
+from reprog_core.analysis import correlations, paper_claims, summarise
 from reprog_core.sweep.executors import (
     Executor,
     LocalExecutor,

@@ -1,7 +1,7 @@
 """Numbers a sweep is read by: means and spread over seeds, and rank correlations.
 
 Pure functions over sweep rows (``pipeline.sweep_row`` dicts). No plotting here: the figures
-(``sweep/figures.py``), the report, the CLI's summary table and ``docs/results.md`` all use these,
+(``figures/sweep.py``), the sweep report, the CLI's summary table and ``docs/results.md`` all use these,
 so they all quote the same numbers.
 
 Spread over seeds: the sample standard deviation (ddof = 1; 0.0 for a single seed) and the
