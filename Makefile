@@ -6,7 +6,7 @@ PORT    ?= 8501
 WARM    ?= 1
 STAMP   := $(VENV)/.setup-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup app test lint format bench browser clean-cache
+.PHONY: setup app test test-fast lint format bench browser clean-cache
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ app: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The fast lane: every test not marked slow (no browser, no AppTest, no source trained to a plateau).
+test-fast: setup
+	@echo "==> fast lane: pytest -m 'not slow' (tests/unit, tests/integration, tests/app; 'make test' runs everything)"
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

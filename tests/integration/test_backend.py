@@ -269,6 +269,7 @@ def test_gram_is_stored_only_when_asked_for(make_backend, tmp_path):
     assert backend.get("test-count", CFG, {"counter": counter, "keep_gram": True})["gram"]
 
 
+@pytest.mark.slow
 def test_two_processes_sharing_a_cache_compute_once(tmp_path):
     cache, counter, go = tmp_path / "cache", tmp_path / "count", tmp_path / "go"
     script = """
@@ -299,6 +300,7 @@ def test_two_processes_sharing_a_cache_compute_once(tmp_path):
 
 
 # --------------------------------------------------------------------------- crashes
+@pytest.mark.slow
 def test_kill_9_of_a_worker_process_leaves_no_entry_and_a_retry_succeeds(make_backend, tmp_path):
     backend = make_backend(
         isolation="process", cpu_workers=1, orphan_policy="cancel", cancel_grace_s=1.0
@@ -347,6 +349,7 @@ def test_kill_9_of_a_worker_process_leaves_no_entry_and_a_retry_succeeds(make_ba
     assert fresh["pid"] != retry["pid"]
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_computing_server_releases_its_lock(make_backend, tmp_path):
     cache, pid_file = tmp_path / "cache", tmp_path / "pids"
     script = """

@@ -1,4 +1,5 @@
-"""Source training and reprogramming fits on real offline data (small, CPU-fast configs)."""
+"""Source training and reprogramming fits on real offline data (small, CPU-fast configs). The
+config checks and cache keys: tests/unit/test_config.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import math
 import pytest
 import torch
 
-from reprog_core.config import ConfigError, ExperimentConfig
+from reprog_core.config import ExperimentConfig
 from reprog_core.fit import baseline_accuracy, reprogram, target_data
 from reprog_core.source_model.training import load_or_train_source, stored_source_path
+
+# Every test here trains (or loads) a real source model: the slow lane.
+pytestmark = pytest.mark.slow
 
 # Small enough for a 2-core CI machine, large enough to learn something real.
 SMALL = dict(
@@ -111,26 +115,3 @@ def test_nan_stops_the_fit_with_a_clear_message(trained):
     assert "stopped" in res.stopped and "learning rate" in res.stopped
     assert len(res.curves.step) < 50
     assert math.isfinite(res.target_test_acc)
-
-
-def test_config_validation_messages():
-    with pytest.raises(ConfigError, match="depth must be between"):
-        ExperimentConfig(depth=0)
-    with pytest.raises(ConfigError, match="unknown data set"):
-        ExperimentConfig(target="imagenet-21k")
-    with pytest.raises(ConfigError, match="smaller than source_size"):
-        ExperimentConfig(transform="vp", target_size=32, source_size=32)
-    with pytest.raises(ConfigError, match="transform must be one of"):
-        ExperimentConfig.from_dict({"transform": "zoom"})
-    with pytest.raises(ConfigError, match="depth must be int"):
-        ExperimentConfig.from_dict({"depth": "three"})
-
-
-def test_cache_keys_are_stable_and_separate_source_from_fit():
-    a = ExperimentConfig()
-    assert a.key("fit") == ExperimentConfig.from_dict(a.to_dict()).key("fit")
-    b = a.replace(transform="vp")
-    assert a.source_key() == b.source_key() and a.key("fit") != b.key("fit")
-    assert a.source_key() != a.replace(depth=4).source_key()
-    # backbone settings do not matter to a pixel model
-    assert a.key("fit") == a.replace(backbone="RN50").key("fit")

@@ -1,4 +1,6 @@
-"""The trust boundaries of SECURITY.md, attacked with real malicious files.
+"""The trust boundaries of SECURITY.md, attacked with real malicious files (the functions at each
+boundary; stored source models: tests/integration/test_security.py; whole pages:
+tests/app/test_security.py).
 
 * A pickle whose ``__reduce__`` would run code (it would create a canary file) must not run.
 * A URL must not make the server open a file: ``weights=../../etc/passwd``, an absolute path, a
@@ -148,128 +150,6 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
 
 
-# ------------------------------------------------------------------------------ stored models
-SMALL_SOURCE = dict(
-    source_family="cnn",
-    depth=1,
-    width=8,
-    source_data="animal",
-    source_per_class=10,
-    source_epochs=1,
-    source_size=16,
-    target_size=8,
-)
-
-
-def _weights(model) -> dict:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    import torch
-
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture
-def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def test_stored_source_with_flipped_bytes_is_retrained(fresh_cache: Path, caplog) -> None:
-    import torch
-
-    from reprog_core.config import ExperimentConfig
-    from reprog_core.source_model.training import load_or_train_source, stored_source_path
-
-    cfg = ExperimentConfig(**SMALL_SOURCE)
-    model, _ = load_or_train_source(cfg, device="cpu")
-    good = _weights(model)
-    path = stored_source_path(cfg)
-    raw = bytearray(path.read_bytes())
-    # 64 bytes of the first conv kernel's data, found by its bytes inside the (uncompressed) zip.
-    kernel = next(v for v in good.values() if v.numel() * v.element_size() >= 64)
-    at = raw.find(kernel.contiguous().view(-1).view(torch.uint8).numpy().tobytes()[:64])
-    assert at > 0
-    raw[at : at + 64] = bytes(b ^ 0xFF for b in raw[at : at + 64])
-    path.write_bytes(bytes(raw))
-    with caplog.at_level("WARNING"):
-        model2, _ = load_or_train_source(cfg, device="cpu")
-    assert "checksum mismatch" in caplog.text and "retraining" in caplog.text
-    assert _same(_weights(model2), good), "the tampered weights were used"
-    model3, _ = load_or_train_source(cfg, device="cpu")  # the retrained file is good again
-    assert _same(_weights(model3), good)
-
-
-def test_stored_source_with_nan_weights_is_retrained(fresh_cache: Path, caplog) -> None:
-    import torch
-
-    from reprog_core.config import ExperimentConfig
-    from reprog_core.source_model import training
-
-    cfg = ExperimentConfig(**SMALL_SOURCE)
-    model, result = training.load_or_train_source(cfg, device="cpu")
-    good = _weights(model)
-    path = training.stored_source_path(cfg)
-    stored = torch.load(path, weights_only=True)
-    nan_state = {k: torch.full_like(v, float("nan")) for k, v in stored["state_dict"].items()}
-    training.save_source(nan_state, stored["result"], path)  # a valid checksum over NaNs
-    with caplog.at_level("WARNING"):
-        model2, _ = training.load_or_train_source(cfg, device="cpu")
-    assert "non-finite" in caplog.text
-    assert _same(_weights(model2), good)
-    # A file from before checksums (the old layout) is not trusted either.
-    torch.save({"state_dict": nan_state, "result": stored["result"]}, path)
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        model3, _ = training.load_or_train_source(cfg, device="cpu")
-    assert "no checksum" in caplog.text and _same(_weights(model3), good)
-
-
-@pytest.fixture
-def full_disk(tmp_path: Path):
-    """A 16 KiB tmpfs, filled up (a real full disk); skipped where mounting is not allowed."""
-    import subprocess
-
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if proc.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        (mnt / "cache" / "sources").mkdir(parents=True)
-        with open(mnt / "filler", "wb", buffering=0) as f:  # fill it: every write is ENOSPC
-            try:
-                while True:
-                    f.write(b"\0" * 1024)
-            except OSError:
-                pass
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def test_source_model_on_a_full_disk(full_disk: Path, monkeypatch, caplog) -> None:
-    from reprog_core.backend.errors import DiskFull
-    from reprog_core.config import ExperimentConfig
-    from reprog_core.source_model import training
-
-    monkeypatch.setenv("REPROG_CACHE_DIR", str(full_disk / "cache"))
-    cfg = ExperimentConfig(**SMALL_SOURCE)
-    with caplog.at_level("WARNING"):
-        model, result = training.load_or_train_source(cfg, device="cpu")
-    assert result.source_test_acc >= 0  # the model serves this request
-    line = f"disk full at {full_disk / 'cache'}: free space or set REPROG_CACHE_DIR"
-    assert line in caplog.text
-    assert list((full_disk / "cache" / "sources").iterdir()) == []  # no partial file left
-    with pytest.raises(DiskFull) as err:
-        training.save_source(model.state_dict(), result.to_dict(), training.stored_source_path(cfg))
-    assert str(err.value) == line
-
-
 # ------------------------------------------------------------------------------ the URL boundary
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the library
@@ -378,21 +258,6 @@ def test_url_may_name_a_checkpoint_of_the_weights_folder(tmp_path: Path, monkeyp
     assert bb.weights_label == "mine.pt" and bb.weights_kind == "file"
 
 
-def test_url_with_a_server_path_on_the_page(server_files) -> None:
-    """The whole app: a pasted URL with weights=<FIFO path> warns, runs with 'random', and the
-    server never opens the FIFO."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
-    at.query_params.update({**CLIP, "weights": str(server_files["fifo"])})
-    at.switch_page("views/learn.py")  # a page that starts no computation
-    _in_thread(at.run, 150)
-    assert not at.exception
-    assert any("must not be a file path" in w.value for w in at.warning)
-    assert at.session_state["_cfg"]["weights"] == "random"
-    assert _no_reader(server_files["fifo"])
-
-
 # ------------------------------------------------------------------------------ page text
 def _split_code_spans(md: str) -> tuple[str, list[str]]:
     """CommonMark's code-span rule: (the text outside code spans, the spans' contents)."""
@@ -479,47 +344,22 @@ def test_error_text_on_a_page_has_no_server_path_or_pid() -> None:
     assert "\n" not in state.public_message("a\nb")
 
 
-def test_job_error_on_the_page_is_sanitised() -> None:
-    """A real failure whose message names a server folder (a data set with no local copy)."""
-    import os
-    import time
-
-    from streamlit.testing.v1 import AppTest
-
-    from reprog_core.runtime import data_root
-
-    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
-    at.query_params.update({"source_data": "cifar10", "source_epochs": "1"})
-    deadline = time.monotonic() + 120
-    at.run()
-    while not at.error and time.monotonic() < deadline:  # the browser's polling, by hand
-        time.sleep(0.5)
-        at.run()
-    errors = " ".join(e.value for e in at.error)
-    assert "could not be computed" in errors and "cifar10" in errors
-    assert str(data_root()) not in errors and os.sep + "tmp" not in errors
-    assert "server path" in errors
-
-
 # ------------------------------------------------------------------------------ bounded input
 def test_url_ranges_are_bounded_before_they_are_built() -> None:
-    import time
     import tracemalloc
 
     from dashboard import state
 
     tracemalloc.start()
-    t0 = time.perf_counter()
     values, warnings = state.parse_int_list("depths", "1-5000000", 1, 6, [1, 2])
     values2, _ = state.parse_int_list("widths", "1-5000000,3-2000000", 1, 1024, [16])
-    seconds = time.perf_counter() - t0
+    huge, _ = state.parse_int_list("depths", "1-300000000000", 1, 6, [1])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert values == [1, 2, 3, 4, 5, 6] and "outside 1 to 6" in warnings[0]
     assert values2 == list(range(1, 1025))
-    assert peak < 2_000_000 and seconds < 0.5, (peak, seconds)
-    huge, _ = state.parse_int_list("depths", "1-300000000000", 1, 6, [1])
     assert huge == [1, 2, 3, 4, 5, 6]
+    assert peak < 2_000_000, peak  # clamped first: the millions of values were never built
 
 
 def test_compare_clamps_over_limit_values_with_a_warning() -> None:
