@@ -25,7 +25,7 @@ from reprog_core.fit import (
     target_data,
 )
 from reprog_core.kernel_regime import fit_with_spectrum
-from reprog_core.results import KernelResult
+from reprog_core.results import ExperimentRecord, KernelResult
 from reprog_core.runtime import resolve_device
 from reprog_core.source_model.training import load_or_train_source, source_draws
 
@@ -174,7 +174,7 @@ def run_explore(
     model0 = initial_model(cfg, source, td, n_source)  # theta_0: the kernel's and the fit's
     kernel = None
     if cfg.transform != "none":
-        kernel = _stored_kernel(cfg) or _target_kernel(cfg, model0, td).to_dict()
+        kernel = _stored_kernel(cfg) or _target_kernel(cfg, model0, td)
     _, fit = fit_with_spectrum(
         cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93), start=model0
     )
@@ -188,17 +188,18 @@ def run_explore(
     )
     if progress:
         progress(1.0, "done")
-    return {
-        "config": cfg.to_dict(),
-        "versions": versions(cfg),
-        "weights": cfg.weights_label,
-        "source": src.to_dict(),
-        "fit": fit.to_dict(),
-        "kernel": kernel,
-    }
+    record = ExperimentRecord(
+        config=cfg.to_dict(),
+        versions=versions(cfg),
+        weights=cfg.weights_label,
+        source=src,
+        fit=fit,
+        kernel=kernel,
+    )
+    return record.to_dict()
 
 
-def _stored_kernel(cfg: ExperimentConfig) -> dict[str, Any] | None:
+def _stored_kernel(cfg: ExperimentConfig) -> KernelResult | None:
     """The target-NTK record a page already asked for (the ``ntk`` task on
     ``cfg.kernel_config()``, stored by the running backend), or None: a what-if that changes only
     the fit's settings reuses the kernel instead of recomputing it."""
@@ -211,49 +212,60 @@ def _stored_kernel(cfg: ExperimentConfig) -> dict[str, Any] | None:
         return None
     if hit is None:
         return None
-    return {k: v for k, v in hit.items() if k not in ("cache", "key", "versions")}
+    return KernelResult.from_dict(hit)
 
 
 def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One flat table row from an explore result (for sweeps and the depth page)."""
-    cfg, fit, kern = result["config"], result["fit"], result.get("kernel") or {}
-    stats = kern.get("stats") or {}
+    """One flat table row from an explore result (``ExperimentRecord.to_dict()``, as stored), for
+    sweeps and the Depth sweep page. A result without one of the record's fields fails here."""
+    rec = ExperimentRecord.from_dict(result)
+    cfg, fit = rec.config, rec.fit
+    stats = rec.kernel.stats.to_dict() if rec.kernel is not None else {}
+    regime = fit.kernel_regime or {}
     nan = math.nan
     return {
         "source_family": cfg["source_family"],
         "backbone": cfg["backbone"],
-        "weights": result["weights"],
-        "source_data": cfg["source_data"],
-        "target": cfg["target"],
-        "depth": cfg["depth"],
-        "width": cfg["width"],
-        "transform": cfg["transform"],
-        "mapping": cfg["mapping"],
-        "seed": cfg["seed"],
-        "steps": cfg["steps"],
-        "n_kernel": cfg["n_kernel"],
-        "kernel_form": cfg["kernel_form"],
-        "source_test_acc": result["source"]["source_test_acc"],
-        "target_test_acc": fit["target_test_acc"],
-        "baseline_test_acc": fit["baseline_test_acc"],
-        "lambda_max": stats.get("lambda_max", nan),
-        "lambda_min": stats.get("lambda_min", nan),
-        "rank": stats.get("rank", nan),
-        "effective_rank": stats.get("effective_rank", nan),
-        "condition_number": stats.get("condition_number", nan),
-        "trace": stats.get("trace", nan),
-        "alignment": stats.get("alignment", nan),
-        "abs_sum_over_n": stats.get("abs_sum_over_n", nan),
-        "decay_exponent": stats.get("decay_exponent", nan),
-        "n_params_transform": fit["n_params_transform"],
-        "stopped": fit["stopped"],
+        "weights": rec.weights,
+        **{k: cfg[k] for k in ROW_CONFIG_FIELDS},
+        "source_test_acc": rec.source.source_test_acc,
+        "target_test_acc": fit.target_test_acc,
+        "baseline_test_acc": fit.baseline_test_acc,
+        **{k: stats.get(k, nan) for k in ROW_STATS},
+        "n_params_transform": fit.n_params_transform,
+        "stopped": fit.stopped,
         "regime": cfg.get("regime", "practical"),
         # Squared loss on the N kernel samples before and after the fit: the quantity whose
         # decrease the spectrum predicts (in the kernel regime, the loss the fit minimises).
-        "kernel_loss_drop": _loss_drop(fit.get("curves", {}).get("kernel_loss") or []),
-        "kernel_drift": (fit.get("kernel_regime") or {}).get("drift", nan),
-        "agree_until": (fit.get("kernel_regime") or {}).get("agree_until", nan),
+        "kernel_loss_drop": _loss_drop(fit.curves.kernel_loss),
+        "kernel_drift": regime.get("drift", nan),
+        "agree_until": regime.get("agree_until", nan),
     }
+
+
+ROW_CONFIG_FIELDS = (  # after source_family, backbone and weights
+    "source_data",
+    "target",
+    "depth",
+    "width",
+    "transform",
+    "mapping",
+    "seed",
+    "steps",
+    "n_kernel",
+    "kernel_form",
+)
+ROW_STATS = (
+    "lambda_max",
+    "lambda_min",
+    "rank",
+    "effective_rank",
+    "condition_number",
+    "trace",
+    "alignment",
+    "abs_sum_over_n",
+    "decay_exponent",
+)
 
 
 def _loss_drop(losses: list[float]) -> float:

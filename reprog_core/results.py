@@ -6,12 +6,35 @@ Large arrays (Gram matrices) are never part of them unless asked for.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """``to_dict`` (JSON-ready nested dicts, as the backend stores them) and ``from_dict`` (the
+    inverse; keys that are not fields, such as the backend's ``cache`` and ``key``, are ignored;
+    a missing field raises ``TypeError``, so a renamed field cannot pass unnoticed)."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {}  # field -> the record type it holds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[R], values: dict[str, Any]) -> R:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kw = {k: v for k, v in values.items() if k in names}
+        for name, kind in cls.NESTED.items():
+            if isinstance(kw.get(name), dict):
+                kw[name] = kind.from_dict(kw[name])
+        return cls(**kw)
 
 
 @dataclass
-class SourceResult:
+class SourceResult(Record):
     """A trained source model f_S, as stored on disk under ``key``."""
 
     key: str
@@ -28,12 +51,9 @@ class SourceResult:
     # ended training while it may still have been improving); '' in records from before v2.
     stopped_by: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class FitCurves:
+class FitCurves(Record):
     """Per-step curves of a reprogramming fit. ``step`` is 1-based; eval points are sparse."""
 
     step: list[int] = field(default_factory=list)
@@ -43,13 +63,12 @@ class FitCurves:
     test_acc: list[float] = field(default_factory=list)
     kernel_loss: list[float] = field(default_factory=list)  # squared loss on the N kernel samples
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class FitResult:
+class FitResult(Record):
     """One reprogramming fit: only theta (and a learned mapping) was trained."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {"curves": FitCurves}
 
     config: dict[str, Any]
     weights: str
@@ -71,13 +90,9 @@ class FitResult:
     # NTK prediction from the full kernel, the step where they part, and the kernel drift.
     kernel_regime: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
-
 
 @dataclass
-class SpectrumStats:
+class SpectrumStats(Record):
     """Statistics of a symmetric PSD kernel's spectrum (float64)."""
 
     eigenvalues: list[float]  # descending, all of them (or the top-k when ``partial``)
@@ -98,13 +113,12 @@ class SpectrumStats:
     n_negative: int  # eigenvalues below -rank_tol (a bug indicator; reported, not clipped)
     partial: bool = False  # True when only the top-k eigenvalues were computed (Lanczos)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class KernelResult:
+class KernelResult(Record):
     """A target or source NTK and its spectrum."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {"stats": SpectrumStats}
 
     config: dict[str, Any]
     weights: str
@@ -120,8 +134,25 @@ class KernelResult:
     lambda_min_draws: list[float] | None = None  # source NTK: lambda_min of each random draw
     gram: Any = None  # the kernel matrix itself, only when asked for
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+@dataclass
+class ExperimentRecord(Record):
+    """One experiment as the Explore page, the Compare columns, the Depth sweep, the CLI sweep and
+    the downloads read it (``pipeline.run_explore``): the source model, the target NTK at
+    theta_0 (None for transform 'none') and the fit with its 'none' baseline."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {
+        "source": SourceResult,
+        "fit": FitResult,
+        "kernel": KernelResult,
+    }
+
+    config: dict[str, Any]
+    versions: dict[str, str]
+    weights: str
+    source: SourceResult
+    fit: FitResult
+    kernel: KernelResult | None
 
 
 def json_safe(obj: Any) -> Any:

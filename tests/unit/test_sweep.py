@@ -33,6 +33,7 @@ from reprog_core.sweep import (
     summarise,
 )
 from reprog_core.sweep.outputs import write_results
+from tests.records import tiny_explore
 
 
 # --------------------------------------------------------------------------------------- grids
@@ -105,22 +106,13 @@ class _FakeBackend:
 
         if cfg.transform == "fc":
             raise TaskFailed("FloatingPointError: the fit diverged")
-        return {
-            "cache": "computed",
-            "config": cfg.to_dict(),
-            "weights": cfg.weights_label,
-            "source": {"source_test_acc": 0.5},
-            "fit": {
-                "target_test_acc": 0.4,
-                "baseline_test_acc": 0.1,
-                "n_params_transform": 720,
-                "stopped": "",
-                "seconds": 1.0,
-            },
-            "kernel": {"stats": {"lambda_min": 1e-3, "effective_rank": 2.0}, "seconds": 0.5},
-        }
+        result = tiny_explore(transform=cfg.transform)  # a real record, with this point's config
+        result["config"] = cfg.to_dict()
+        result["kernel"]["stats"]["alignment"] = None  # a statistic the kernel could not give
+        return {**result, "cache": "computed"}
 
 
+@pytest.mark.slow  # a real tiny explore record per transform (pipeline.run_explore)
 def test_a_failing_point_is_reported_and_the_rest_written(tmp_path: Path) -> None:
     grid = build_grid(ExperimentConfig(), depths="1,2", transforms="vp,fc", seeds="0")
     record = run_sweep(grid, tmp_path, backend=_FakeBackend())
@@ -130,7 +122,7 @@ def test_a_failing_point_is_reported_and_the_rest_written(tmp_path: Path) -> Non
     assert "diverged" in failed[0]["error"] and failed[0]["cache"] is None
     res = load_results(tmp_path)
     assert [r["transform"] for r in res["rows"]] == ["vp", "vp"]
-    assert math.isnan(res["rows"][0]["alignment"])  # missing from the kernel stats: NaN
+    assert math.isnan(res["rows"][0]["alignment"])  # not given by the kernel: NaN in the row
     assert "2 point(s) failed" in (tmp_path / "report.html").read_text()
 
 
