@@ -1,0 +1,53 @@
+"""Config fields carry their metadata, and the CLI, the URL and the widgets are generated from it:
+every field appears in each with the same name, label, range and choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard import state
+from reprog_core import transforms
+from reprog_core.cli import build_parser
+from reprog_core.config import FIELDS, LIMITS, SOURCE_FIELDS, ExperimentConfig, int_ranges
+from reprog_core.config_args import flag
+
+
+def _fit_flags() -> dict[str, object]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["fit"]._actions}
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_every_field_has_a_flag_with_its_default_and_choices(name: str) -> None:
+    action = _fit_flags()[name]
+    info = FIELDS[name]
+    assert flag(name) in action.option_strings
+    assert action.default == getattr(ExperimentConfig(), name)
+    if info.choices is not None:
+        assert list(action.choices) == [e.value for e in info.choices]
+    assert info.label and (info.help or info.label) in action.help.replace("%%", "%")
+
+
+def test_url_fields_labels_and_ranges_come_from_the_metadata() -> None:
+    assert "data_root" not in state.URL_FIELDS  # a URL never names a server folder
+    assert set(state.URL_FIELDS) == {n for n, i in FIELDS.items() if i.url}
+    assert all(state.FIELD_LABELS[n] == FIELDS[n].label for n in FIELDS)
+    ranges = state.ranges({"max_n_kernel": 128})
+    assert ranges["depth"] == (1, 6)  # what the dashboard offers (FieldInfo.ui) ...
+    assert LIMITS["depth"] == (1, 12)  # ... inside what the config accepts
+    assert ranges["n_kernel"] == (2, 128)  # narrowed by the server cap FieldInfo.cap names
+
+
+def test_source_fields_and_transform_names_come_from_the_metadata() -> None:
+    assert SOURCE_FIELDS[0] == "source_family" and "seed" in SOURCE_FIELDS
+    assert "transform" not in SOURCE_FIELDS  # a new transform never retrains the source
+    assert dict(FIELDS["transform"].names) == {k: s.label for k, s in transforms.SPECS.items()}
+
+
+def test_the_one_integer_list_syntax() -> None:
+    assert int_ranges("1,2,5") == [(1, 1), (2, 2), (5, 5)]
+    assert int_ranges("1-6, ,3") == [(1, 6), (3, 3)]
+    assert int_ranges("-2") == [(-2, -2)]  # a leading '-' is a sign
+    assert int_ranges("1-300000000") == [(1, 300000000)]  # nothing expanded here
+    with pytest.raises(ValueError, match="'x' is not an integer"):
+        int_ranges("1,x")
