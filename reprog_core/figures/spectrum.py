@@ -127,13 +127,7 @@ def spectrum_figure(
             annotation_position="top left" if rank > eig.size / 2 else "top right",
             annotation_font_color=PALETTE[2],
         )
-    fig.update_yaxes(
-        type="log",
-        title="eigenvalue λ_i (log scale)",
-        exponentformat="power",
-        dtick=decade_dtick(fig),
-    )
-    fig.update_xaxes(title="index i (largest first)")
+    _eigenvalue_axes(fig)
     head = title or (
         "Eigenvalue spectrum of the "
         + ("source NTK" if kernel.get("wrt") == "source" else "target NTK")
@@ -228,13 +222,7 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
         lam_min = stats.get("lambda_min")
         if lam_min and lam_min > 0:
             fig.add_hline(y=lam_min, line={"dash": "dot", "color": color, "width": 1})
-    fig.update_yaxes(
-        type="log",
-        title="eigenvalue λ_i (log scale)",
-        exponentformat="power",
-        dtick=decade_dtick(fig),
-    )
-    fig.update_xaxes(title="index i (largest first)")
+    _eigenvalue_axes(fig)
     fig.update_layout(
         title=title_layout(
             "Target NTK spectra, overlaid",
@@ -253,3 +241,14 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
         vertical_legend=True,
         weights="random" if any_random else None,
     )
+
+
+def _eigenvalue_axes(fig: go.Figure) -> None:
+    """Eigenvalue index against eigenvalue on a log axis with a tick per decade."""
+    fig.update_yaxes(
+        type="log",
+        title="eigenvalue λ_i (log scale)",
+        exponentformat="power",
+        dtick=decade_dtick(fig),
+    )
+    fig.update_xaxes(title="index i (largest first)")
