@@ -11,7 +11,7 @@ The budget is ``budget_bytes``, else ``$REPROG_MEMORY_BUDGET``, else ``$REPROG_N
 4 GiB (``reprog_core.ntk.budget``; both take bytes or a K/M/G suffix).
 
 What is counted (float32 = 4 bytes; the kernel is float64 on a CPU, 8 bytes). The estimates are
-peaks of the dominant phase, meant to be at or above the measured peak (``tests/test_memory.py``
+peaks of the dominant phase, meant to be at or above the measured peak (``tests/integration/test_memory.py``
 checks that against a subprocess's peak RSS) and not far above it:
 
 - **source training** (``cnn`` / ``mlp``): the source images at their native and at the source
