@@ -51,9 +51,11 @@ test: setup browser
 	$(BIN)/python -m pytest
 
 # The fast lane: every test not marked slow (no browser, no AppTest, no source trained to a plateau).
+# One torch thread unless REPROG_THREADS says otherwise: its tensors are tiny, and on a shared
+# machine a second thread waits for a core at every operation (4x the time under load).
 test-fast: setup
-	@echo "==> fast lane: pytest -m 'not slow' (tests/unit, tests/integration, tests/app; 'make test' runs everything)"
-	$(BIN)/python -m pytest -m "not slow"
+	@echo "==> fast lane: pytest -m 'not slow' (tests/unit, tests/integration, tests/app; one torch thread; 'make test' runs everything)"
+	REPROG_THREADS=$${REPROG_THREADS:-1} $(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
