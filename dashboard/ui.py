@@ -23,12 +23,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-from dashboard import state
+from dashboard import fields, state
 from reprog_core import data, figures
 from reprog_core.config import (
+    FIELDS,
     ConfigError,
     ExperimentConfig,
-    KernelForm,
     LossKind,
     OptimizerKind,
     Regime,
@@ -40,44 +40,8 @@ PAGE = "_page"  # url_path of the page drawn in this run
 PAGE_CHANGED = "_page_changed"  # True on the first run of a page after another one
 URL_WARNINGS = "_url_warnings"
 
-FAMILY_NAMES = {
-    "cnn": "pixel CNN (cnn)",
-    "mlp": "pixel MLP (mlp)",
-    "clip-cnn": "CLIP tower + CNN head (clip-cnn)",
-}
-MAPPING_NAMES = {
-    "identity": "fixed: first c_T source classes (identity)",
-    "flm": "frequency label mapping (flm)",
-    "ilm": "iterative label mapping (ilm)",
-    "learned": "learned linear map (learned; beyond the paper)",
-}
-HELP = {
-    "source_family": "The frozen source model f_S. Pixel models are cheap on a CPU; clip-cnn is "
-    "the paper's setting: a frozen CLIP image tower feeding a trainable CNN head.",
-    "weights": "How the CLIP tower is initialised: 'random', a pretrained tag (downloads where a "
-    "network exists), or the name of a checkpoint in the server's weights folder (never a path). "
-    "Random weights are flagged everywhere.",
-    "depth": "Depth L of the source model (of the CNN head for clip-cnn). The paper varies it "
-    "from 1 to 6.",
-    "transform": "The input transformation a_θ, the only part that is trained.",
-    "mapping": "The output label mapping b from source classes to target classes. The paper "
-    "assumes a fixed map.",
-    "n_kernel": "N: number of target training images the NTK is computed on.",
-    "kernel_form": "trace: an N×N matrix summed over outputs. full: the (N·c_T)×(N·c_T) matrix.",
-    "steps": "Gradient steps of the reprogramming fit.",
-    "seed": "Seeds data subsets, initialisation and training.",
-    "optimizer": "adam: minibatch Adam (practical). sgd: full-batch gradient descent on the "
-    "kernel samples (what the NTK prediction models).",
-    "loss": "ce: cross-entropy. mse: squared loss (what the NTK prediction models).",
-    "lr": "0 means the default: Adam's per-transform rate, or for sgd η = ρ·N/λ_max of the "
-    "full target NTK.",
-    "regime": "Kernel regime: full-batch gradient descent on squared loss over the N kernel "
-    "samples, with the step size from the spectrum, so the NTK prediction describes the fit; "
-    "the page measures how long they agree and the kernel drift that makes them part. Off: the "
-    "practical fit (optimizer and loss as set under Advanced), with no prediction on its axes.",
-    "rho": "ρ = η·λ_max/N: the step size as a fraction of what the stiffest direction of the "
-    "full target NTK allows (gradient descent diverges above 2). η = ρ·N/λ_max.",
-}
+# Labels, tooltips, ranges and option names of the config fields: ``config.FIELDS`` (FieldInfo);
+# the widgets themselves: ``dashboard/fields.py``.
 
 
 # --------------------------------------------------------------------------- session and URL
@@ -145,35 +109,17 @@ def _seed_widget(name: str) -> None:
         st.session_state[_wkey(name)] = st.session_state[CFG][name]
 
 
-def _select(
-    name: str, options: Sequence[Any], fmt: Callable[[Any], str] | None = None, **kw: Any
-) -> None:
-    _seed_widget(name)
-    opts = list(options)
-    if st.session_state[_wkey(name)] not in opts:  # e.g. a checkpoint path from the URL
-        opts.append(st.session_state[_wkey(name)])
-    st.selectbox(
-        state.FIELD_LABELS[name],
-        opts,
-        key=_wkey(name),
-        format_func=fmt or str,
-        help=HELP.get(name),
-        **kw,
-    )
+def _current(name: str) -> Any:
+    """The value field ``name``'s widget will show in this run (before it is drawn)."""
+    if _wkey(name) not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
+        return st.session_state[CFG][name]
+    return st.session_state[_wkey(name)]
 
 
-def _int(name: str, step: int = 1, **kw: Any) -> None:
+def _field(name: str, **kw: Any) -> None:
+    """Config field ``name`` as its widget (``fields.widget``), seeded from the session config."""
     _seed_widget(name)
-    lo, hi = allowed_ranges()[name]
-    st.number_input(
-        state.FIELD_LABELS[name],
-        min_value=lo,
-        max_value=hi,
-        step=step,
-        key=_wkey(name),
-        help=HELP.get(name),
-        **kw,
-    )
+    fields.widget(name, _wkey(name), allowed_ranges(), **kw)
 
 
 def _dataset_label(name: str) -> str:
@@ -199,6 +145,14 @@ def _weight_tags(name: str) -> list[str]:
         return []
 
 
+SIDEBAR_GROUPS = (  # FieldInfo.group -> the sidebar's heading; 'advanced' is folded away
+    ("source", "Source model f_S (frozen)"),
+    ("target", "Target task"),
+    ("fit", "Kernel and fit"),
+    ("advanced", "Advanced"),
+)
+
+
 def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig | None:
     """The config widgets. ``fixed``: fields this page sets itself (field -> why), not drawn.
 
@@ -215,58 +169,34 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         drawn.append(name)
 
     datasets = data.list_datasets()
+    clip = _current("source_family") == "clip-cnn"
+    regime = _current("regime")  # the toggle's True/False, or the config's value
+    sgd = regime in (True, Regime.KERNEL.value) or _current("optimizer") == OptimizerKind.SGD.value
+    # What only this server knows, and what changes together (the regime and the fit's choices).
+    special: dict[str, dict[str, Any]] = {
+        "source_data": {"options": datasets, "format_func": _dataset_label},
+        "target": {"options": datasets, "format_func": _dataset_label},
+        "loss": {"on_change": _fit_choice_changed},
+        "optimizer": {"on_change": _fit_choice_changed},
+    }
+    if clip:
+        special["backbone"] = {"options": _backbones()}
+        weights = ["random", *_weight_tags(st.session_state[CFG]["backbone"])]
+        special["weights"] = {"options": weights, "accept_new_options": True}
+    hidden = ({"backbone", "weights"} if not clip else set()) | ({"rho"} if not sgd else set())
+    shown = [name for name in state.URL_FIELDS if name not in hidden]
     with sb:
         st.header("Settings")
         st.caption("The address bar always holds this view: copy it to share or bookmark it.")
-        st.subheader("Source model f_S (frozen)")
-        draw("source_family", _select, list(FAMILY_NAMES), FAMILY_NAMES.get)
-        if st.session_state.get(_wkey("source_family")) == "clip-cnn":
-            draw("backbone", _select, _backbones())
-            draw(
-                "weights",
-                _select,
-                ["random", *_weight_tags(st.session_state[CFG]["backbone"])],
-                accept_new_options=True,
-            )
-        draw("depth", _depth_slider)
-        draw("source_data", _select, datasets, _dataset_label)
-        st.subheader("Target task")
-        draw("target", _select, datasets, _dataset_label)
-        draw("transform", _select, list(figures.TRANSFORM_NAMES), figures.TRANSFORM_NAMES.get)
-        draw("mapping", _select, list(MAPPING_NAMES), MAPPING_NAMES.get)
-        st.subheader("Kernel and fit")
-        draw("n_kernel", _int, step=8)
-        draw("kernel_form", _select, [k.value for k in KernelForm])
-        draw("steps", _int, step=10)
-        draw("seed", _int)
-        draw("regime", _regime_toggle)
-        if "regime" not in fixed and (
-            st.session_state.get(_wkey("regime"))
-            or st.session_state.get(_wkey("optimizer"), st.session_state[CFG]["optimizer"])
-            == OptimizerKind.SGD.value
-        ):
-            draw("rho", _rho_slider)
-        with st.expander("Advanced"):
-            for name in (
-                "width",
-                "source_size",
-                "target_size",
-                "source_per_class",
-                "source_epochs",
-                "target_per_class",
-                "batch_size",
-                "eval_every",
-            ):
-                draw(name, _int)
-            draw("ntk_init", _checkbox)
-            draw("loss", _select, [k.value for k in LossKind], on_change=_fit_choice_changed)
-            draw(
-                "optimizer",
-                _select,
-                [k.value for k in OptimizerKind],
-                on_change=_fit_choice_changed,
-            )
-            draw("lr", _float)
+        for group, title in SIDEBAR_GROUPS:
+            with st.expander(title) if group == "advanced" else st.container():
+                if group != "advanced":
+                    st.subheader(title)
+                for name in fields.names_in(group, shown):
+                    if name == "regime":
+                        draw(name, _regime_toggle)
+                    else:
+                        draw(name, _field, **special.get(name, {}))
         for name, why in fixed.items():
             st.caption(f"{state.FIELD_LABELS.get(name, name)}: {why}")
         st.button("Reset to defaults", on_click=_reset, width="stretch")
@@ -294,30 +224,6 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
     return cfg
 
 
-def _depth_slider(name: str) -> None:
-    _seed_widget(name)
-    lo, hi = allowed_ranges()[name]
-    st.slider(state.FIELD_LABELS[name], lo, hi, key=_wkey(name), help=HELP.get(name))
-
-
-def _checkbox(name: str) -> None:
-    _seed_widget(name)
-    st.checkbox(state.FIELD_LABELS[name], key=_wkey(name), help=HELP.get(name))
-
-
-def _float(name: str) -> None:
-    _seed_widget(name)
-    st.session_state[_wkey(name)] = float(st.session_state[_wkey(name)])
-    st.number_input(
-        state.FIELD_LABELS[name],
-        min_value=0.0,
-        step=0.01,
-        format="%.4g",
-        key=_wkey(name),
-        help=HELP.get(name),
-    )
-
-
 def _regime_toggle(name: str) -> None:
     """The kernel regime as a toggle. It sets optimizer sgd and loss mse (the config does the
     same), so the Advanced selectors follow it, and turning it off returns them to Adam and
@@ -325,7 +231,7 @@ def _regime_toggle(name: str) -> None:
     key = _wkey(name)
     if key not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
         st.session_state[key] = st.session_state[CFG][name] == Regime.KERNEL.value
-    st.toggle(state.FIELD_LABELS[name], key=key, help=HELP.get(name), on_change=_regime_changed)
+    st.toggle(state.FIELD_LABELS[name], key=key, help=FIELDS[name].help, on_change=_regime_changed)
 
 
 def _regime_changed() -> None:
@@ -348,19 +254,6 @@ def _fit_choice_changed() -> None:
     loss = st.session_state.get(_wkey("loss"), st.session_state[CFG]["loss"])
     st.session_state[_wkey("regime")] = (
         opt == OptimizerKind.SGD.value and loss == LossKind.MSE.value
-    )
-
-
-def _rho_slider(name: str) -> None:
-    _seed_widget(name)
-    st.session_state[_wkey(name)] = min(1.0, max(0.01, float(st.session_state[_wkey(name)])))
-    st.slider(
-        state.FIELD_LABELS[name],
-        min_value=0.01,
-        max_value=1.0,
-        step=0.01,
-        key=_wkey(name),
-        help=HELP.get(name),
     )
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import downloads, jobs, state, ui
+from dashboard import downloads, fields, jobs, state, ui
 from reprog_core import cautions, data, figures
 from reprog_core.config import (
     ConfigError,
     ExperimentConfig,
-    KernelForm,
     LossKind,
     OptimizerKind,
     Regime,
@@ -43,12 +42,6 @@ VARY = (
     "steps",
     "seed",
 )
-
-
-REGIME_NAMES = {
-    "practical": "practical (optimizer and loss as chosen)",
-    "kernel": "kernel regime (full-batch GD, squared loss)",
-}
 
 
 def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
@@ -136,74 +129,34 @@ columns = st.columns(n)
 for i, col in enumerate(columns):
     with col:
         st.markdown(f"#### {LETTERS[i]}")
-        st.selectbox(
-            "source family",
-            list(ui.FAMILY_NAMES),
-            key=_wkey(i, "source_family"),
-            format_func=ui.FAMILY_NAMES.get,
-        )
+        ranges = ui.allowed_ranges()
+
+        def draw(name: str, **kw: object) -> None:
+            fields.widget(name, _wkey(i, name), ranges, **kw)  # noqa: B023 - drawn at once
+
+        draw("source_family")
         if st.session_state[_wkey(i, "source_family")] == "clip-cnn":
             opts = list(dict.fromkeys(["random", st.session_state[_wkey(i, "weights")]]))
-            st.selectbox(
-                "backbone weights",
-                opts,
-                key=_wkey(i, "weights"),
-                accept_new_options=True,
-                help=ui.HELP["weights"],
-            )
-        st.slider("source depth", 1, 6, key=_wkey(i, "depth"))
-        st.selectbox("source data set", datasets, key=_wkey(i, "source_data"))
-        st.selectbox("target data set", datasets, key=_wkey(i, "target"))
-        st.selectbox(
-            "input transformation",
-            list(figures.TRANSFORM_NAMES),
-            key=_wkey(i, "transform"),
-            format_func=figures.TRANSFORM_NAMES.get,
-        )
-        st.selectbox(
-            "label mapping",
-            list(ui.MAPPING_NAMES),
-            key=_wkey(i, "mapping"),
-            format_func=ui.MAPPING_NAMES.get,
-        )
+            draw("weights", options=opts, accept_new_options=True)
+        draw("depth")
+        draw("source_data", options=datasets)
+        draw("target", options=datasets)
+        draw("transform")
+        draw("mapping")
         with st.expander("kernel and fit"):
-            lo, hi = ui.allowed_ranges()["n_kernel"]
-            st.number_input("N kernel samples", lo, hi, step=8, key=_wkey(i, "n_kernel"))
-            st.selectbox("kernel form", [k.value for k in KernelForm], key=_wkey(i, "kernel_form"))
-            st.selectbox(
-                "fit regime",
-                list(REGIME_NAMES),
-                key=_wkey(i, "regime"),
-                format_func=REGIME_NAMES.get,
-                help=ui.HELP["regime"],
-                on_change=_regime_changed,
-                args=(i,),
-            )
+            draw("n_kernel")
+            draw("kernel_form")
+            draw("regime", on_change=_regime_changed, args=(i,))
             if st.session_state[_wkey(i, "regime")] == Regime.KERNEL.value:
                 st.caption(
                     f"optimizer sgd, loss mse, full batch; η = ρ·N/λ_max with ρ = {base.rho:g} "
                     "(sidebar)"
                 )
             else:
-                st.selectbox(
-                    "optimizer",
-                    [k.value for k in OptimizerKind],
-                    key=_wkey(i, "optimizer"),
-                    help=ui.HELP["optimizer"],
-                    on_change=_fit_changed,
-                    args=(i,),
-                )
-                st.selectbox(
-                    "fit loss",
-                    [k.value for k in LossKind],
-                    key=_wkey(i, "loss"),
-                    help=ui.HELP["loss"],
-                    on_change=_fit_changed,
-                    args=(i,),
-                )
-            lo, hi = ui.allowed_ranges()["steps"]
-            st.number_input("fit steps", lo, hi, step=10, key=_wkey(i, "steps"))
-            st.number_input("seed", 0, 2**31 - 1, key=_wkey(i, "seed"))
+                draw("optimizer", on_change=_fit_changed, args=(i,))
+                draw("loss", on_change=_fit_changed, args=(i,))
+            draw("steps")
+            draw("seed")
         values = {name: st.session_state[_wkey(i, name)] for name in VARY}
         try:
             cfg_i = ExperimentConfig.from_dict({**base.to_dict(), **values})
