@@ -11,8 +11,9 @@ The budget is ``budget_bytes``, else ``$REPROG_MEMORY_BUDGET``, else ``$REPROG_N
 4 GiB (``reprog_core.ntk.budget``; both take bytes or a K/M/G suffix).
 
 What is counted (float32 = 4 bytes; the kernel is float64 on a CPU, 8 bytes). The estimates are
-peaks of the dominant phase, meant to be at or above the measured peak (``tests/integration/test_memory.py``
-checks that against a subprocess's peak RSS) and not far above it:
+peaks of the dominant phase, meant to be at or above the measured peak
+(``tests/integration/test_memory.py`` checks that against a subprocess's peak RSS) and not far
+above it:
 
 - **source training** (``cnn`` / ``mlp``): the source images at their native and at the source
   resolution (train + test split); the parameters with their gradients, Adam's two moments and
@@ -53,6 +54,7 @@ SOURCE_BATCH = 64  # source training batch (source_model/training.py)
 SOURCE_EVAL_BATCH = 512  # source accuracy batches
 FIT_EVAL_BATCH = 256  # fit prediction / accuracy batches (fit.py)
 KERNEL_CHUNK = 32  # structured-path chunk (ntk/target.py STRUCTURED_CHUNK)
+MAPPING_BATCH = 256  # images per source forward when FLM/ILM is fitted (fit._source_logits)
 # Activations of the widest layer alive besides the saved ones, in a forward without grad or a
 # backward: a layer's input and output, and oneDNN's reordered copies of both (measured: the
 # evaluation of a 64 px, width-32 CNN peaked at 3.6 activations of 512 images).
@@ -222,6 +224,12 @@ def kernel(cfg: ExperimentConfig, n: int | None = None, form: str | None = None)
             f"chunk of {chunk} (gradients, activations, backward buffers)": chunk
             * (2 * c * s2 + saved + BUFFERS * widest)
             * F64,
+            # theta_0's label mapping is fitted first, on the fit's images (fit.initial_model):
+            # the source's activations over one batch (measured 600-705 MB in all without it
+            # counted, against an estimate of 553 MB: tests/integration/test_memory.py).
+            "label-mapping fit (source activations, one batch)": (
+                MAPPING_BATCH * saved * F32 if cfg.mapping in ("flm", "ilm") else 0
+            ),
         },
     )
 
