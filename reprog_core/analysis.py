@@ -1,8 +1,8 @@
 """Numbers a sweep is read by: means and spread over seeds, and rank correlations.
 
 Pure functions over sweep rows (``pipeline.sweep_row`` dicts). No plotting here: the figures
-(``figures/sweep.py``), the sweep report, the CLI's summary table and ``docs/results.md`` all use these,
-so they all quote the same numbers.
+(``figures/sweep.py``), the sweep report, the CLI's summary table and ``docs/results.md`` all use
+these, so they all quote the same numbers.
 
 Spread over seeds: the sample standard deviation (ddof = 1; 0.0 for a single seed) and the
 min..max range. Rank correlation: Spearman's rho with its two-sided p-value
