@@ -188,3 +188,25 @@ def test_cautions_name_each_condition(practical: dict, kernel_regime: dict) -> N
     assert not any("N = 20 samples" in m for m in cautions.result_cautions(r))
     r["kernel"]["kernel"] = "full"
     assert not any("trace form" in m for m in cautions.result_cautions(r))
+
+
+def _shape(value: object) -> object:
+    """The keys of every nested dict (values' types left out): a record's shape."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return None
+
+
+@pytest.mark.slow  # one tiny real explore (pipeline.run_explore)
+def test_the_unit_tests_small_results_have_the_real_records_shape() -> None:
+    """tests/unit/test_figures.py draws figures of small typed results; they must have the shape
+    of what the pipeline returns, or the figures would be tested on something the pages never
+    see."""
+    from tests.records import tiny_explore
+    from tests.unit.test_figures import fake_explore
+
+    real, small = tiny_explore(transform="vp"), fake_explore(transform="vp")
+    real_shape, small_shape = _shape(real), _shape(small)
+    for part in ("source", "fit", "kernel"):
+        assert set(small_shape[part]) == set(real_shape[part]), part
+    assert set(small) - {"cache", "key"} == set(real)

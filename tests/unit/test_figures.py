@@ -22,9 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dashboard import downloads, state  # noqa: E402
 from reprog_core import demos, figures, pipeline  # noqa: E402
 from reprog_core.config import ExperimentConfig  # noqa: E402
+from reprog_core.results import (  # noqa: E402
+    ExperimentRecord,
+    FitCurves,
+    FitResult,
+    KernelResult,
+    SourceResult,
+    SpectrumStats,
+)
 
 
-# --------------------------------------------------------------------------- hand-made results
+# --------------------------------------------------------------------------- small typed results
 def fake_explore(
     weights: str = "none",
     transform: str = "vp",
@@ -36,7 +44,9 @@ def fake_explore(
     rank: int | None = None,
     stopped: str = "",
 ) -> dict:
-    """An explore result with the shapes pipeline.run_explore returns (small, deterministic)."""
+    """An explore result with the shapes pipeline.run_explore returns (small, deterministic), built
+    through the typed records; ``tests/integration/test_figures.py`` checks its shape against a
+    record the real pipeline computed."""
     family = "clip-cnn" if weights not in ("none",) else "cnn"
     cfg = ExperimentConfig(
         source_family=family,
@@ -74,69 +84,68 @@ def fake_explore(
     }
     img = np.linspace(0, 1, 3 * 32 * 32).reshape(3, 32, 32).round(3).tolist()
     steps = list(range(1, 21))
-    fit = {
-        "config": cfg,
-        "weights": weights,
-        "transform": transform,
-        "n_params_transform": 720,
-        "source_test_acc": 0.8,
-        "target_test_acc": 0.6,
-        "initial_test_acc": 0.1,
-        "baseline_test_acc": 0.12,
-        "curves": {
-            "step": steps,
-            "train_loss": [2.0 / s for s in steps],
-            "train_acc": [min(1.0, 0.05 * s) for s in steps],
-            "eval_step": [0, 5, 10, 15, 20],
-            "test_acc": [0.1, 0.3, 0.45, 0.55, 0.6],
-            "kernel_loss": [0.5, 0.3, 0.2, 0.15, 0.12],
-        },
-        "mapping": list(range(10)),
-        "examples_before": [img] * 3,
-        "examples_after": [img] * 3,
-        "prompt": img if transform in ("vp", "vp-full", "vp-fc") else None,
-        "seconds": 1.0,
-        "stopped": stopped,
-    }
-    kernel = {
-        "config": cfg,
-        "weights": weights,
-        "wrt": "transform",
-        "kernel": kernel_form,
-        "method": "structured",
-        "n": n,
-        "n_outputs": c,
-        "n_params": 720,
-        "stats": stats,
-        "seconds": 0.1,
-        "dynamics": {
+    # Through the typed records, as the pipeline builds them: a field renamed there fails here.
+    fit = FitResult(
+        config=cfg,
+        weights=weights,
+        transform=transform,
+        n_params_transform=720,
+        source_test_acc=0.8,
+        target_test_acc=0.6,
+        initial_test_acc=0.1,
+        baseline_test_acc=0.12,
+        curves=FitCurves(
+            step=steps,
+            train_loss=[2.0 / s for s in steps],
+            train_acc=[min(1.0, 0.05 * s) for s in steps],
+            eval_step=[0, 5, 10, 15, 20],
+            test_acc=[0.1, 0.3, 0.45, 0.55, 0.6],
+            kernel_loss=[0.5, 0.3, 0.2, 0.15, 0.12],
+        ),
+        mapping=list(range(10)),
+        examples_before=[img] * 3,
+        examples_after=[img] * 3,
+        prompt=img if transform in ("vp", "vp-full", "vp-fc") else None,
+        seconds=1.0,
+        stopped=stopped,
+    )
+    kernel = KernelResult(
+        config=cfg,
+        weights=weights,
+        wrt="transform",
+        kernel=kernel_form,
+        method="structured",
+        n=n,
+        n_outputs=c,
+        n_params=720,
+        stats=SpectrumStats(**stats),
+        seconds=0.1,
+        dynamics={
             "step": list(range(0, 21)),
             "loss": [0.5 * 0.9**t for t in range(21)],
             "note": "linearised prediction",
         },
-    }
-    source = {
-        "key": "source-abc",
-        "config": cfg,
-        "weights": weights,
-        "source_train_acc": 0.9,
-        "source_test_acc": 0.8,
-        "n_params_trainable": 94_500,
-        "n_params_frozen": 0 if weights == "none" else 22_600_000,
-        "epochs_run": 1,
-        "seconds": 2.0,
-        "history": [],
-    }
-    return {
-        "config": cfg,
-        "versions": {"reprog_core": "0.1.0", "torch": "2.13.0"},
-        "weights": weights,
-        "source": source,
-        "fit": fit,
-        "kernel": None if transform == "none" else kernel,
-        "cache": "hit",
-        "key": "explore-x",
-    }
+    )
+    source = SourceResult(
+        key="source-abc",
+        config=cfg,
+        weights=weights,
+        source_train_acc=0.9,
+        source_test_acc=0.8,
+        n_params_trainable=94_500,
+        n_params_frozen=0 if weights == "none" else 22_600_000,
+        epochs_run=1,
+        seconds=2.0,
+    )
+    record = ExperimentRecord(
+        config=cfg,
+        versions={"reprog_core": "0.1.0", "torch": "2.13.0"},
+        weights=weights,
+        source=source,
+        fit=fit,
+        kernel=None if transform == "none" else kernel,
+    )
+    return {**record.to_dict(), "cache": "hit", "key": "explore-x"}
 
 
 def _texts(fig: go.Figure) -> str:
