@@ -12,19 +12,7 @@ import pytest
 from reprog_core import cautions, figures, pipeline
 from reprog_core.config import ExperimentConfig
 from reprog_core.results import json_safe
-
-
-def _texts(fig: go.Figure) -> str:
-    """Every piece of text a reader sees: title, subtitle, annotations, trace names, axis titles."""
-    lay = fig.layout
-    parts = [lay.title.text or "", lay.title.subtitle.text or ""]
-    parts += [a.text or "" for a in lay.annotations]
-    parts += [t.name or "" for t in fig.data]
-    for ax in ("xaxis", "yaxis", "xaxis2", "yaxis2", "xaxis3", "yaxis3"):
-        if ax in lay and lay[ax].title.text:
-            parts.append(lay[ax].title.text)
-    return " | ".join(parts)
-
+from tests.figure_text import figure_text as _texts
 
 # --------------------------------------------------------------------------- issue 10: real fits
 # Results built by the real pipeline on tiny settings (a 2-epoch source on 20 images per class,

@@ -30,6 +30,7 @@ from reprog_core.results import (  # noqa: E402
     SourceResult,
     SpectrumStats,
 )
+from tests.figure_text import figure_text as _texts
 
 
 # --------------------------------------------------------------------------- small typed results
@@ -146,18 +147,6 @@ def fake_explore(
         kernel=None if transform == "none" else kernel,
     )
     return {**record.to_dict(), "cache": "hit", "key": "explore-x"}
-
-
-def _texts(fig: go.Figure) -> str:
-    """Every piece of text a reader sees: title, subtitle, annotations, trace names, axis titles."""
-    lay = fig.layout
-    parts = [lay.title.text or "", lay.title.subtitle.text or ""]
-    parts += [a.text or "" for a in lay.annotations]
-    parts += [t.name or "" for t in fig.data]
-    for ax in ("xaxis", "yaxis", "xaxis2", "yaxis2", "xaxis3", "yaxis3"):
-        if ax in lay and lay[ax].title.text:
-            parts.append(lay[ax].title.text)
-    return " | ".join(parts)
 
 
 # --------------------------------------------------------------------------- spectrum
