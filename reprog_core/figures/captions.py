@@ -96,14 +96,14 @@ def practical_regime_note(config: Mapping[str, Any]) -> str:
         "which it does not describe. What the spectrum does say about speed is under the "
         "spectrum (time scales of its modes). Switch on 'Kernel regime' in the sidebar to test "
         "the prediction against a fit it describes."
-        + (
-            " Cross-entropy rewards ever larger logits, so the squared loss on the kernel samples "
-            "can rise while the accuracy improves: it is the loss the kernel regime minimises, "
-            "not this fit's."
-            if loss == "ce"
-            else ""
-        )
+        + (" " + CE_SQUARED_LOSS if loss == "ce" else "")
     )
+
+
+CE_SQUARED_LOSS = (
+    "Cross-entropy rewards ever larger logits, so the squared loss on the kernel samples can rise "
+    "while the accuracy improves: it is the loss the kernel regime minimises, not this fit's."
+)
 
 
 def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str | None:

@@ -15,7 +15,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reprog_core.figures.captions import kernel_regime_caption, practical_regime_note
+from reprog_core.figures.captions import (
+    CE_SQUARED_LOSS,
+    kernel_regime_caption,
+    practical_regime_note,
+)
 from reprog_core.figures.theme import (
     ACCURACY_COLOR,
     MUTED,
@@ -317,10 +321,13 @@ def curves_overlay_figure(
     )
     any_random = False
     measured_all: list[float] = []
+    cross_entropy: list[str] = []
     for i, (fit, _kernel, label) in enumerate(zip(fits, kernels, labels)):
         if not fit:
             continue
         any_random |= fit.get("weights") == "random"
+        if (fit.get("config") or {}).get("loss") == "ce":
+            cross_entropy.append(label)
         look = _overlaid(label, PALETTE[i % len(PALETTE)])
         measured_all += _loss_panel(fig, fit, look, col=1)[1]
         _accuracy_panel(fig, fit, look, col=2)
@@ -335,4 +342,9 @@ def curves_overlay_figure(
             weights,
         )
     )
-    return base_layout(fig, 430, weights=weights)
+    height, bottom = 430, 110
+    if cross_entropy:  # a rising squared loss must not read as a failing fit
+        lines = wrap(f"{', '.join(cross_entropy)} trained on cross-entropy. {CE_SQUARED_LOSS}")
+        bottom += 15 * (lines.count("<br>") + 1)
+        footnote(fig, lines, y=below_px(height, bottom, 95))
+    return base_layout(fig, height, bottom=bottom, weights=weights)

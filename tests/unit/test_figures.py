@@ -246,6 +246,11 @@ def test_overlays_label_each_config() -> None:
     assert "A · trace form, N = 16" in text and "B · full form, N = 16" in text
     fig = figures.curves_overlay_figure([a["fit"], None], [a["kernel"], None], ["A", "B"])
     assert [t.name for t in fig.data if t.showlegend is not False] == ["A"]
+    # A cross-entropy fit's squared loss may rise while it learns: the overlay says so, for A only.
+    assert "A trained on cross-entropy" in _texts(fig) and "can rise" in _texts(fig)
+    kernel_fit = fake_explore(optimizer="sgd", loss="mse")["fit"]
+    quiet = figures.curves_overlay_figure([kernel_fit], [None], ["A"])
+    assert "cross-entropy" not in _texts(quiet)
 
 
 def sweep_rows() -> list[dict]:
