@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reprog_core.backend import Limits, OverBudget
+from reprog_core.backend.admin import WarmItem
 from reprog_core.config import LIMITS, ConfigError, ExperimentConfig, TransformKind, int_ranges
 
 # A grid point is one Explore experiment: the same task kind, so the same stored result, whether
@@ -224,7 +225,7 @@ def grid_points(
     return points, invalid
 
 
-def warm_items(grid: SweepGrid) -> list[tuple[str, ExperimentConfig, dict[str, Any], dict]]:
+def warm_items(grid: SweepGrid) -> list[WarmItem]:
     """The grid as ``backend.admin.warm`` items: (task kind, config, params, labels)."""
     return [
         (SWEEP_TASK, cfg, {}, {"depth": cfg.depth, "transform": cfg.transform, "seed": cfg.seed})
