@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from reprog_core import data, ntk
+from reprog_core import ntk
 from reprog_core.config import ExperimentConfig
 from reprog_core.fit import (
     baseline_accuracy,
@@ -29,6 +29,7 @@ from reprog_core.fit import (
     target_data,
 )
 from reprog_core.runtime import seed_everything
+from reprog_core.source_model import n_source_classes
 from reprog_core.source_model import training as T
 
 torch.set_num_threads(1)  # one process per core: the grid runs many in parallel
@@ -59,12 +60,15 @@ def job_fit(kv):
     cfg, _ = cfg_from(kv)
     src, rec = T.load_or_train_source(cfg, device=DEV)
     td = target_data(cfg)
-    ns = data.dataset_spec(cfg.source_data).n_classes
-    t = time.time()
+    ns = n_source_classes(cfg)
+    t, cpu = time.time(), time.process_time()
     _, fit = reprogram(cfg, src, td, n_source=ns)
-    tf = time.time() - t
+    tf, cpu_fit = time.time() - t, time.process_time() - cpu
     base = baseline_accuracy(cfg, src, td, ns)
     return {
+        "gain": fit.target_test_acc - base,
+        "fit_cpu_secs": cpu_fit,
+        "curve": [round(a, 3) for a in fit.curves.test_acc],
         "src_acc": rec.source_test_acc,
         "target_acc": fit.target_test_acc,
         "baseline": base,
@@ -82,7 +86,7 @@ def job_kreg(kv):
     cfg, _ = cfg_from(kv)
     src, rec = T.load_or_train_source(cfg, device=DEV)
     td = target_data(cfg)
-    ns = data.dataset_spec(cfg.source_data).n_classes
+    ns = n_source_classes(cfg)
     out = []
     for rho in rhos:
         seed_everything(cfg.seed)
@@ -178,13 +182,41 @@ def _grid() -> dict[str, list[str]]:
         for s in seeds
     ]
     gpu.append(f"fit {BASE} source_per_class=300 seed=0 transform=fc source_size=64 device=cuda")
-    return {"sources": src, "fits and kernel regime": fits, "vp at larger sizes (GPU)": gpu}
+    # The pretrained default (issue 18): EfficientNet-Lite0 (ImageNet or random weights) -> mnist.
+    pre = "source_family=efficientnet-lite0 target=mnist"
+    pretrained = [
+        f"fit {pre} weights={w} seed=0 transform=vp source_size={s} target_size=28"
+        for s in (48, 64, 96)
+        for w in ("imagenet", "random")
+    ]
+    pretrained += [
+        f"fit {pre} weights={w} seed=0 transform=vp source_size=64 lr={lr}"
+        for lr in (0.02, 0.1)
+        for w in ("imagenet", "random")
+    ]
+    pretrained += [
+        f"fit {pre} weights={w} seed=0 transform=vp source_size=64 steps=600"
+        for w in ("imagenet", "random")
+    ]
+    pretrained += [
+        f"fit {pre} weights={w} seed={s} transform=vp source_size=64"
+        for s in (1, 2)
+        for w in ("imagenet", "random")
+    ]
+    return {
+        "sources": src,
+        "fits and kernel regime": fits,
+        "vp at larger sizes (GPU)": gpu,
+        "pretrained": pretrained,
+    }
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        for lines in _grid().values():
-            print("\n".join(lines))
+    if sys.argv[1:2] == ["--list"]:
+        # ``--list`` (all) or ``--list pretrained`` (one phase)
+        for phase, lines in _grid().items():
+            if sys.argv[2:] in ([], [phase]):
+                print("\n".join(lines))
         raise SystemExit(0)
     kind, *rest = sys.argv[1:]
     kv = dict(a.split("=", 1) for a in rest)

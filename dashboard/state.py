@@ -113,17 +113,16 @@ def field_problem(name: str, cfg: ExperimentConfig) -> str | None:
         return None
     if name == "weights" and cfg.weights == "random":
         return None  # the default needs no registry
-    from reprog_core.source_model.clip import (
-        BackboneError,
-        check_backbone,
-        check_weights,
-    )
+    if not cfg.needs_weights_check and name == "weights":
+        return None  # fixed weights ('imagenet' / 'random'), checked by the config itself
+    from reprog_core.source_model.clip import BackboneError
+    from reprog_core.source_model.encoders import check_encoder, check_encoder_weights
 
     try:
         if name == "backbone":
-            check_backbone(cfg.backbone)
+            check_encoder(cfg.backbone)
         else:
-            check_weights(cfg.backbone, cfg.weights, allow_paths=False)
+            check_encoder_weights(cfg.backbone, cfg.weights, allow_paths=False)
     except BackboneError as exc:
         return str(exc)
     return None

@@ -27,6 +27,9 @@ from dashboard import fields, state
 from reprog_core import data, figures
 from reprog_core.config import (
     FIELDS,
+    FIXED_WEIGHTS,
+    PRETRAINED_CLASSIFIERS,
+    SOURCE_TRAINING_FIELDS,
     ConfigError,
     ExperimentConfig,
     LossKind,
@@ -128,19 +131,25 @@ def _dataset_label(name: str) -> str:
     return f"{name}{suffix}"
 
 
-@st.cache_resource(show_spinner="Loading the list of CLIP backbones ...")
+@st.cache_resource(show_spinner="Loading the list of encoders ...")
 def _backbones() -> list[str]:
-    from reprog_core.source_model.clip import list_backbones
+    from reprog_core.source_model.encoders import list_encoders
 
-    return list_backbones()
+    return list_encoders()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _weight_tags(name: str) -> list[str]:
-    from reprog_core.source_model.clip import list_named_checkpoints, list_weight_tags
+    """The named weights of model ``name`` besides 'random': 'imagenet' for the EfficientNet;
+    an open_clip encoder's tags, then the checkpoints of the operator's weights folder."""
+    from reprog_core.config import FIXED_WEIGHTS
+    from reprog_core.source_model.clip import list_named_checkpoints
+    from reprog_core.source_model.encoders import encoder_weight_tags
 
-    try:  # the tags, then the checkpoints of the operator's weights folder (by name)
-        return [*list_weight_tags(name), *list_named_checkpoints()]
+    if name in FIXED_WEIGHTS:
+        return [w for w in FIXED_WEIGHTS[name] if w != "random"]
+    try:
+        return [*encoder_weight_tags(name), *list_named_checkpoints()]
     except Exception:  # an unknown backbone name: the sidebar still offers 'random'
         return []
 
@@ -169,7 +178,9 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         drawn.append(name)
 
     datasets = data.list_datasets()
-    clip = _current("source_family") == "clip-cnn"
+    family = _current("source_family")
+    clip = family == "clip-cnn"
+    pretrained = family in PRETRAINED_CLASSIFIERS  # used as it is: no source training fields
     regime = _current("regime")  # the toggle's True/False, or the config's value
     sgd = regime in (True, Regime.KERNEL.value) or _current("optimizer") == OptimizerKind.SGD.value
     # What only this server knows, and what changes together (the regime and the fit's choices).
@@ -179,11 +190,25 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         "loss": {"on_change": _fit_choice_changed},
         "optimizer": {"on_change": _fit_choice_changed},
     }
+    if clip or pretrained:
+        model = _current("backbone") if clip else family
+        tags = _weight_tags(model)
+        special["weights"] = {
+            "options": [*tags, "random"],
+            "accept_new_options": model not in FIXED_WEIGHTS,
+        }
+        if _current("weights") not in special["weights"]["options"]:
+            # the family or encoder changed under weights it does not have: take its first
+            st.session_state[_wkey("weights")] = special["weights"]["options"][0]
     if clip:
-        special["backbone"] = {"options": _backbones()}
-        weights = ["random", *_weight_tags(st.session_state[CFG]["backbone"])]
-        special["weights"] = {"options": weights, "accept_new_options": True}
-    hidden = ({"backbone", "weights"} if not clip else set()) | ({"rho"} if not sgd else set())
+        special["backbone"] = {"options": _backbones(), "on_change": _encoder_changed}
+    hidden = set() if clip else {"backbone"}
+    if not (clip or pretrained):
+        hidden.add("weights")
+    if pretrained:
+        hidden |= set(SOURCE_TRAINING_FIELDS)
+    if not sgd:
+        hidden.add("rho")
     shown = [name for name in state.URL_FIELDS if name not in hidden]
     with sb:
         st.header("Settings")
@@ -222,6 +247,12 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         st.session_state[CFG] = cfg.to_dict()
         st.session_state[URL_WARNINGS] = []  # the user has moved on from the URL's problems
     return cfg
+
+
+def _encoder_changed() -> None:
+    """A new encoder: offer its own weights (the first named ones, else 'random')."""
+    tags = _weight_tags(st.session_state[_wkey("backbone")])
+    st.session_state[_wkey("weights")] = tags[0] if tags else "random"
 
 
 def _regime_toggle(name: str) -> None:
@@ -320,14 +351,9 @@ def figure_download(label: str, fig: go.Figure, file_name: str, key: str) -> Non
     )
 
 
-def random_weights_banner(weights: str | None) -> None:
+def random_weights_banner(weights: str | None, config: Mapping[str, Any] | None = None) -> None:
     if figures.weights_note(weights):
-        st.warning(
-            "**The CLIP backbone has RANDOM weights** (not pretrained). Everything below describes "
-            "a randomly initialised tower, not CLIP as trained by OpenAI. Choose a pretrained tag "
-            "or a checkpoint file under *backbone weights* for the paper's setting.",
-            icon="⚠️",
-        )
+        st.warning(figures.random_weights_text(config or {}), icon="⚠️")
 
 
 def result_footer(result: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reprog_core import data
+from reprog_core.config import PRETRAINED_CLASSIFIERS
 from reprog_core.figures import fmt, pct, prediction_explodes
 
 NEAR_CHANCE = 0.15  # a source within this of chance (1 / classes) says little about reprogramming
@@ -34,6 +35,8 @@ def _num(x: Any) -> float | None:
 
 
 def _source_classes(config: Mapping[str, Any]) -> int | None:
+    if config.get("source_family") in PRETRAINED_CLASSIFIERS:
+        return PRETRAINED_CLASSIFIERS[str(config.get("source_family"))]
     try:
         return int(data.dataset_spec(str(config.get("source_data"))).n_classes)
     except Exception:  # an unknown data set name: no chance level to compare with
@@ -68,6 +71,21 @@ def result_cautions(result: Mapping[str, Any], n_source_classes: int | None = No
     # the source model
     classes = n_source_classes or _source_classes(cfg)
     acc = _num(src.get("source_test_acc"))
+    if cfg.get("source_family") in PRETRAINED_CLASSIFIERS:
+        native = _num(src.get("native_test_acc"))
+        if classes and native is not None and native < 1.0 / classes + NEAR_CHANCE:
+            out.append(
+                f"The source model is near chance: top-1 {pct(native)} on "
+                f"{src.get('evaluated_on') or 'ImageNet photos'} at 224×224, where guessing gives "
+                f"{pct(1.0 / classes)} ({classes} classes). "
+                + (
+                    "Its weights are random: it is the control that knows nothing, so what a "
+                    "transformation achieves on it is what training θ alone can do."
+                    if cfg.get("weights") == "random"
+                    else "Its weights do not classify ImageNet: check the installation."
+                )
+            )
+        acc = None  # the card states the accuracy at the source size; chance is judged above
     if classes and acc is not None and acc < 1.0 / classes + NEAR_CHANCE:
         out.append(
             f"The source model is near chance: test accuracy {pct(acc)} on "

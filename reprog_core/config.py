@@ -22,13 +22,23 @@ from typing import Any
 from reprog_core import transforms
 
 # Bump when a change alters numbers produced for an unchanged config (invalidates cached results).
-CODE_VERSION = "2"  # 2: sources train to a validation plateau; sgd step size from the spectrum
+# 2: sources train to a validation plateau; sgd step size from the spectrum. 3: the test curve of
+# a fit on a fixed subset; pretrained sources.
+CODE_VERSION = "3"
 
 
 class SourceFamily(str, Enum):
     CNN = "cnn"
     MLP = "mlp"
     CLIP_CNN = "clip-cnn"
+    EFFICIENTNET_LITE0 = "efficientnet-lite0"  # the whole ImageNet classifier, pretrained
+
+
+# Source families that are a pretrained classifier used as it is (nothing trained on a source
+# data set): family -> its number of source classes c_S.
+PRETRAINED_CLASSIFIERS = {SourceFamily.EFFICIENTNET_LITE0.value: 1000}
+# Encoders with a fixed set of weights (no tag registry, no files): name -> allowed weights.
+FIXED_WEIGHTS = {"efficientnet-lite0": ("imagenet", "random")}
 
 
 # The transforms and what is known about each: ``reprog_core/transforms.py``.
@@ -116,30 +126,36 @@ class ExperimentConfig:
 
     # --- source model f_S -------------------------------------------------------------------
     source_family: str = _f(
-        SourceFamily.CNN.value,
+        SourceFamily.EFFICIENTNET_LITE0.value,
         "source family",
-        help="The frozen source model f_S. Pixel models are cheap on a CPU; clip-cnn is the "
-        "paper's setting: a frozen CLIP image tower feeding a trainable CNN head.",
+        help="The frozen source model f_S. efficientnet-lite0: an ImageNet-pretrained classifier "
+        "(1000 classes) used as it is. clip-cnn is the paper's setting: a frozen pretrained "
+        "encoder feeding a CNN head trained on the source data. Pixel models are small CNNs/MLPs "
+        "trained from scratch.",
         choices=SourceFamily,
         names=(
-            ("cnn", "pixel CNN (cnn)"),
-            ("mlp", "pixel MLP (mlp)"),
-            ("clip-cnn", "CLIP tower + CNN head (clip-cnn)"),
+            ("efficientnet-lite0", "ImageNet EfficientNet-Lite0, whole classifier"),
+            ("clip-cnn", "frozen encoder + CNN head (clip-cnn)"),
+            ("cnn", "pixel CNN from scratch (cnn)"),
+            ("mlp", "pixel MLP from scratch (mlp)"),
         ),
         source=True,
         group="source",
     )
     backbone: str = _f(
-        "ViT-S-32",
-        "CLIP backbone",
-        help="open_clip model name (clip-cnn only), e.g. ViT-S-32 or tiny-vit",
+        "efficientnet-lite0",
+        "frozen encoder",
+        help="The frozen encoder of clip-cnn: efficientnet-lite0 (ImageNet-pretrained, its "
+        "stride-16 feature map) or an open_clip model name, e.g. ViT-S-32 or tiny-vit",
         source=True,
         group="source",
     )
     weights: str = _f(
-        "random",
-        "backbone weights",
-        help="How the CLIP tower is initialised: 'random', a pretrained tag (downloads where a "
+        "imagenet",
+        "weights",
+        help="The pretrained model's weights. efficientnet-lite0: 'imagenet' (shipped in its "
+        "package) or 'random' (the architecture's seeded initialisation, BatchNorm statistics "
+        "as initialised). An open_clip encoder: 'random', a pretrained tag (downloads where a "
         "network exists), or the name of a checkpoint in the server's weights folder (the CLI "
         "also takes a checkpoint file). Random weights are flagged everywhere.",
         source=True,
@@ -164,7 +180,7 @@ class ExperimentConfig:
     )
     source_data: str = _f("animal", "source data set", source=True, group="source")
     source_size: int = _f(
-        32,
+        64,
         "source input size s",
         help="The source input is 3 x s x s.",
         limits=(8, 512),
@@ -188,7 +204,7 @@ class ExperimentConfig:
         source=True,
     )
     # --- target task, transformation a_theta, mapping b ----------------------------------------
-    target: str = _f("digits", "target data set", group="target")
+    target: str = _f("mnist", "target data set", group="target")
     target_size: int = _f(
         28,
         "target size t",
@@ -203,7 +219,7 @@ class ExperimentConfig:
         cap="max_target_per_class",
     )
     transform: str = _f(
-        TransformKind.FC.value,
+        TransformKind.VP.value,
         "input transformation",
         help="The input transformation a_θ, the only part that is trained.",
         choices=TransformKind,
@@ -399,19 +415,48 @@ class ExperimentConfig:
             raise ConfigError("backbone must be an open_clip model name")
         if not isinstance(self.weights, str) or not self.weights:
             raise ConfigError("weights must be 'random', a pretrained tag, or a checkpoint path")
+        model = self.weights_model
+        if model in FIXED_WEIGHTS and self.weights not in FIXED_WEIGHTS[model]:
+            raise ConfigError(
+                f"weights of {model} must be one of {list(FIXED_WEIGHTS[model])}, got "
+                f"{self.weights!r}"
+            )
 
     # ------------------------------------------------------------------ derived values
     @property
     def uses_backbone(self) -> bool:
+        """A frozen encoder with a CNN head trained on the source data (clip-cnn)."""
         return self.source_family == SourceFamily.CLIP_CNN.value
 
     @property
+    def is_pretrained_classifier(self) -> bool:
+        """A pretrained classifier used as it is: no source training, ``source_data``, ``depth``
+        and the other training fields do not apply."""
+        return self.source_family in PRETRAINED_CLASSIFIERS
+
+    @property
+    def weights_model(self) -> str | None:
+        """The model ``weights`` belongs to: the encoder of clip-cnn, the pretrained classifier,
+        or None for pixel models (trained from scratch, no weights to choose)."""
+        if self.uses_backbone:
+            return self.backbone
+        if self.is_pretrained_classifier:
+            return self.source_family
+        return None
+
+    @property
+    def needs_weights_check(self) -> bool:
+        """``weights`` names something that must be looked up (an open_clip tag, a checkpoint
+        name or file) before anything runs; 'random' and fixed weights need no lookup."""
+        model = self.weights_model
+        return model is not None and model not in FIXED_WEIGHTS and self.weights != "random"
+
+    @property
     def weights_label(self) -> str:
-        """How the backbone was initialised: 'none' (no backbone), 'random', a tag, or a file."""
-        if not self.uses_backbone:
+        """How the pretrained part was initialised: 'none' (a pixel model, no pretrained part),
+        'random', a tag ('imagenet', an open_clip tag), or a file."""
+        if self.weights_model is None:
             return "none"
-        if self.weights == "random":
-            return "random"
         return self.weights
 
     @property
@@ -469,16 +514,27 @@ class ExperimentConfig:
 
     # ------------------------------------------------------------------ cache keys
     def source_key(self) -> str:
-        """Stable hash of the fields that determine the trained source model."""
-        return _stable_hash({k: getattr(self, k) for k in SOURCE_FIELDS}, "source")
+        """Stable hash of the fields that determine the (trained or loaded) source model."""
+        payload = self._relevant({k: getattr(self, k) for k in SOURCE_FIELDS})
+        if self.is_pretrained_classifier and self.weights != "random":
+            payload["seed"] = None  # pretrained weights: the seed draws nothing in the source
+        return _stable_hash(payload, "source")
 
     def key(self, kind: str, **extra: Any) -> str:
         """Stable hash of the whole normalised config for a computation ``kind``."""
-        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
-        if not self.uses_backbone:  # backbone/weights are irrelevant for pixel models
-            payload["backbone"] = payload["weights"] = None
+        payload = self._relevant({f.name: getattr(self, f.name) for f in fields(self) if f.compare})
         payload["extra"] = extra
         return _stable_hash(payload, kind)
+
+    def _relevant(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` with the fields this source family ignores set to None, so that two
+        configs that differ only there share their results."""
+        ignored: set[str] = set()
+        if self.weights_model is None:  # pixel models: no encoder, no weights
+            ignored |= {"backbone", "weights"}
+        if self.is_pretrained_classifier:  # used as it is: nothing trained on a source data set
+            ignored |= {"backbone", *SOURCE_TRAINING_FIELDS}
+        return {k: (None if k in ignored else v) for k, v in payload.items()}
 
 
 FIELDS: dict[str, FieldInfo] = {
@@ -486,6 +542,15 @@ FIELDS: dict[str, FieldInfo] = {
 }  # in field order: the source's settings before the target's
 # Fields that determine the trained source model (and so its cache key).
 SOURCE_FIELDS = tuple(name for name, info in FIELDS.items() if info.source)
+# Source fields that only shape a source trained here (not a pretrained classifier used as is).
+SOURCE_TRAINING_FIELDS = (
+    "depth",
+    "width",
+    "ntk_init",
+    "source_data",
+    "source_per_class",
+    "source_epochs",
+)
 # Integer limits applied at the boundary. The backend may impose tighter server-side caps.
 LIMITS = {name: info.limits for name, info in FIELDS.items() if info.limits}
 

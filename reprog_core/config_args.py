@@ -60,18 +60,15 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if cfg.uses_backbone:
         # Lazy: the backbone registry imports torch and open_clip, which a pixel-model request
         # (and the CLI's torch-free cache lookup) never needs.
-        from reprog_core.source_model.clip import (
-            BackboneError,
-            check_backbone,
-            check_weights,
-        )
+        from reprog_core.source_model.clip import BackboneError
+        from reprog_core.source_model.encoders import check_encoder, check_encoder_weights
 
         try:
-            check_backbone(cfg.backbone)
+            check_encoder(cfg.backbone)
         except BackboneError as exc:
             raise ConfigError(f"{flag('backbone')}: {exc}") from None
         try:
-            check_weights(cfg.backbone, cfg.weights, allow_paths=True)
+            check_encoder_weights(cfg.backbone, cfg.weights, allow_paths=True)
         except BackboneError as exc:
             raise ConfigError(f"{flag('weights')}: {exc}") from None
     return cfg

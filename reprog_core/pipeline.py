@@ -27,6 +27,7 @@ from reprog_core.fit import (
 from reprog_core.kernel_regime import fit_with_spectrum
 from reprog_core.results import ExperimentRecord, KernelResult
 from reprog_core.runtime import resolve_device
+from reprog_core.source_model import n_source_classes
 from reprog_core.source_model.training import load_or_train_source, source_draws
 
 ProgressFn = Callable[[float, str], None]
@@ -74,7 +75,7 @@ def run_fit(
     memory.check_request(cfg, "source", "fit")  # refuse before allocating (issue 9)
     source, src = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.4))
     td = target_data(cfg)
-    n_source = data.dataset_spec(cfg.source_data).n_classes
+    n_source = n_source_classes(cfg)
     _, fit = fit_with_spectrum(
         cfg, source, td, n_source=n_source, progress=_stage(progress, 0.4, 0.95)
     )
@@ -109,14 +110,14 @@ def run_ntk(
         source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
         if progress:
             progress(0.5, "source NTK: 10 samples per class, 3 random draws")
-        n_source = data.dataset_spec(cfg.source_data).n_classes
+        n_source = n_source_classes(cfg)
         rec = ntk.source_kernel_result(cfg, source, source_draws(cfg), n_source)
         return {"versions": versions(cfg), **rec.to_dict()}
     source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
     td = target_data(cfg)
     if progress:
         progress(0.5, f"target NTK on {cfg.n_kernel} samples")
-    n_source = data.dataset_spec(cfg.source_data).n_classes
+    n_source = n_source_classes(cfg)
     model0 = initial_model(cfg, source, td, n_source)
     res = _target_kernel(cfg, model0, td, method=method, keep_gram=keep_gram)
     if progress:
@@ -140,11 +141,18 @@ def _target_kernel(
     # the model's float32 unless the precision check says that could change them (ntk/target.py).
     dtype = torch.float64
     res = ntk.target_kernel_result(
-        cfg, model, x, y, method=method, keep_gram=keep_gram, dtype=dtype
+        cfg, model, x, y, method=method, keep_gram=keep_gram, dtype=dtype, heldout=_heldout(cfg, td)
     )
     if res.dynamics is not None:
         res.dynamics["note"] = _dynamics_note(cfg, res.dynamics)
     return res
+
+
+def _heldout(cfg: ExperimentConfig, td: TargetData) -> tuple[torch.Tensor, torch.Tensor]:
+    """N held-out test images (class-balanced, seeded) for the kernel's regression accuracy."""
+    per_class = math.ceil(cfg.n_kernel / len(td.classes))
+    idx = data.per_class_indices(td.y_test, per_class, cfg.seed + 2)[: cfg.n_kernel]
+    return td.x_test[idx], td.y_test[idx]
 
 
 def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
@@ -168,7 +176,7 @@ def run_explore(
     dev = resolve_device(device)
     source, src = load_or_train_source(cfg, device=dev, progress=_stage(progress, 0, 0.35))
     td = target_data(cfg)
-    n_source = data.dataset_spec(cfg.source_data).n_classes
+    n_source = n_source_classes(cfg)
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
     model0 = initial_model(cfg, source, td, n_source)  # theta_0: the kernel's and the fit's

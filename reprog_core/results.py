@@ -48,8 +48,14 @@ class SourceResult(Record):
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, val acc
     # 'plateau' (validation accuracy stopped improving: converged) or 'epoch cap' (the budget
-    # ended training while it may still have been improving); '' in records from before v2.
+    # ended training while it may still have been improving); for a pretrained classifier used
+    # as it is, 'pretrained' or 'random init'; '' in records from before v2.
     stopped_by: str = ""
+    # What source_test_acc was measured on when it is not the source data set's test split (a
+    # pretrained classifier: ImageNet sample photos at the source size s), and its accuracy there
+    # at the resolution it was trained at.
+    evaluated_on: str = ""
+    native_test_acc: float | None = None
 
 
 @dataclass
@@ -60,8 +66,11 @@ class FitCurves(Record):
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)  # running accuracy on each batch
     eval_step: list[int] = field(default_factory=list)
+    # on a fixed class-balanced subset of ``test_subset`` test images (fit.CURVE_TEST_PER_CLASS
+    # per class; the whole split when it is smaller); the fit's before/after accuracies use all
     test_acc: list[float] = field(default_factory=list)
     kernel_loss: list[float] = field(default_factory=list)  # squared loss on the N kernel samples
+    test_subset: int = 0  # test images the test_acc curve is measured on (0: records before v3)
 
 
 @dataclass
@@ -133,6 +142,10 @@ class KernelResult(Record):
     dynamics: dict[str, list[float]] | None = None  # NTK-predicted squared loss over fit steps
     lambda_min_draws: list[float] | None = None  # source NTK: lambda_min of each random draw
     gram: Any = None  # the kernel matrix itself, only when asked for
+    # Target NTK: accuracy of kernel ridge regression with this kernel (trace form) from the N
+    # samples to ``regression_heldout`` held-out test images (ntk/regression.py); None if not run.
+    regression_acc: float | None = None
+    regression_heldout: int = 0
 
 
 @dataclass

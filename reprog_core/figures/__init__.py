@@ -45,6 +45,7 @@ from reprog_core.figures.theme import (
     duration,
     fmt,
     pct,
+    random_weights_text,
     to_standalone_html,
     weights_note,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "target_accuracy_figure",
     "to_standalone_html",
     "transform_examples_figure",
+    "random_weights_text",
     "weights_description",
     "weights_note",
     "width_demo_figure",

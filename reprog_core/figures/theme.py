@@ -80,17 +80,38 @@ def pct(value: Any) -> str:
 
 # --------------------------------------------------------------------------- title and layout
 def weights_note(weights: str | None) -> str | None:
-    """A warning line for a randomly initialised backbone; None when there is nothing to warn."""
+    """A warning line for a randomly initialised pretrained part (an encoder or a whole
+    classifier); None when there is nothing to warn."""
     if weights == "random":
-        return "RANDOM backbone weights: the CLIP tower was not pretrained"
+        return "RANDOM weights: the source model's pretrained part was not pretrained"
     return None
+
+
+def random_weights_text(config: Mapping[str, Any]) -> str:
+    """What 'random weights' means for this config, in one paragraph (markdown)."""
+    family, backbone = config.get("source_family"), config.get("backbone")
+    model = family if family == "efficientnet-lite0" else backbone
+    if model == "efficientnet-lite0":
+        return (
+            "**RANDOM weights**: the EfficientNet-Lite0 here has the architecture's seeded "
+            "initialisation (timm's), *not* its ImageNet training, and its BatchNorm layers use "
+            "their statistics as initialised (mean 0, variance 1; nothing re-estimated). This is "
+            "the control for the pretrained model: the same network, no knowledge. Choose "
+            "weights 'imagenet' for the pretrained model."
+        )
+    return (
+        f"**The encoder {backbone} has RANDOM weights** (open_clip's seeded initialisation, not "
+        "pretrained). Everything below describes a randomly initialised tower, not CLIP as "
+        "trained by OpenAI. Choose a pretrained tag or a checkpoint under *weights* for the "
+        "paper's setting."
+    )
 
 
 def title_layout(text: str, subtitle: str, weights: str | None) -> dict[str, Any]:
     """The title (with 'RANDOM backbone weights' in red when ``weights`` is 'random') and its
     subtitle, at the top left."""
     if weights_note(weights):
-        text = f"{text} — <span style='color:{RANDOM_COLOR}'>RANDOM backbone weights</span>"
+        text = f"{text} — <span style='color:{RANDOM_COLOR}'>RANDOM weights</span>"
     return {"text": text, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"}
 
 

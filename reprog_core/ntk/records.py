@@ -27,7 +27,8 @@ from reprog_core.ntk.spectral import (
     spectrum,
     stats_from_eigenvalues,
 )
-from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk_eig
+from reprog_core.ntk.regression import kernel_regression_accuracy
+from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk, target_ntk_eig
 from reprog_core.results import KernelResult, SpectrumStats
 
 MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points
@@ -58,6 +59,7 @@ def target_kernel_result(
     grad_dtype: torch.dtype | None = None,
     topk: int = 64,
     keep_gram: bool = False,
+    heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> KernelResult:
     """The target NTK of ``model`` (at its current θ) on x (N, C, H, W) with labels y (N,).
 
@@ -67,7 +69,9 @@ def target_kernel_result(
     ``grad_dtype``: the input gradients' precision (``target_ntk``); default for vp / vp-full the
     model's own, so a float32 model with ``dtype=torch.float64`` gets float32 G, a float64 Gram
     and the precision check (falling back to all-float64 where the rank or λ_min could change);
-    for fc and vp-fc ``dtype`` throughout.
+    for fc and vp-fc ``dtype`` throughout. ``heldout`` (x (M, C, H, W), y (M,)): held-out images
+    for ``regression_acc``, the kernel's own ridge-regression accuracy on them (skipped over the
+    memory budget).
     """
     t0 = time.perf_counter()
     kernel = kernel or cfg.kernel_form
@@ -120,6 +124,11 @@ def target_kernel_result(
         )
         eig = (w, v)
         used, n_params = "lanczos", info["n_params"]
+    regression = None
+    if heldout is not None and len(heldout[1]):
+        regression = _regression_accuracy(
+            model, x, y, heldout, n_out, dtype=dtype, grad_dtype=grad_dtype, budget=budget_bytes
+        )
     r0 = initial_residuals(model, x, y)
     every = max(1, cfg.steps // MAX_CURVE_POINTS)
     lr = prediction_lr(cfg, stats.lambda_max, len(x), kernel, n_out)
@@ -137,7 +146,33 @@ def target_kernel_result(
         seconds=time.perf_counter() - t0,
         dynamics=_curve(dynamics),
         gram=gram,
+        regression_acc=regression,
+        regression_heldout=len(heldout[1]) if regression is not None and heldout else 0,
     )
+
+
+def _regression_accuracy(
+    model: ReprogrammedModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    n_classes: int,
+    *,
+    dtype: torch.dtype | None,
+    grad_dtype: torch.dtype | None,
+    budget: int | None,
+) -> float | None:
+    """``kernel_regression_accuracy`` on the trace kernel of [x; x_heldout] (None over budget)."""
+    x_all = torch.cat([x, heldout[0].to(x.device)])
+    plan = estimate_bytes(
+        model, len(x_all), kernel="trace", dtype=dtype, grad_dtype=grad_dtype, budget_bytes=budget
+    )
+    if not plan["fits"]:
+        return None
+    k_all, _ = target_ntk(
+        model, x_all, kernel="trace", dtype=dtype, grad_dtype=grad_dtype, budget_bytes=budget
+    )
+    return kernel_regression_accuracy(k_all, y, heldout[1], n_classes)
 
 
 def source_kernel_result(

@@ -1,7 +1,8 @@
-"""``clip-cnn``: a frozen open_clip image encoder whose spatial features feed a trainable CNN head.
+"""``clip-cnn``: a frozen pretrained image encoder whose spatial features feed a trainable CNN head.
 
-This is the paper's source model: CLIP as a frozen feature extractor followed by a CNN of depth L.
-x (N, 3, s, s) in [0, 1] -> backbone feature map (N, C, h, w) -> head -> logits (N, c_S).
+This is the paper's source model: CLIP (here: any frozen encoder of ``encoders.py``, an open_clip
+tower or the ImageNet EfficientNet-Lite0) as a feature extractor followed by a CNN of depth L.
+x (N, 3, s, s) in [0, 1] -> encoder feature map (N, C, h, w) -> head -> logits (N, c_S).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import torch
 from torch import nn
 
 from reprog_core.config import ExperimentConfig
-from reprog_core.source_model.clip import FrozenBackbone, load_backbone
+from reprog_core.source_model.encoders import load_encoder
 from reprog_core.source_model.pixel import ConvStack
 
 
 class ClipCNN(nn.Module):
-    """Frozen ``backbone`` followed by a trainable ``ConvStack`` head."""
+    """Frozen ``backbone`` (the encoder) followed by a trainable ``ConvStack`` head."""
 
-    def __init__(self, backbone: FrozenBackbone, head: ConvStack, input_size: int) -> None:
+    def __init__(self, backbone: nn.Module, head: ConvStack, input_size: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -25,7 +26,9 @@ class ClipCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, n_classes: int, device=None) -> ClipCNN:
-        backbone = load_backbone(cfg.backbone, cfg.weights, device=device, seed=cfg.seed)
+        backbone = load_encoder(
+            cfg.backbone, cfg.weights, input_size=cfg.source_size, device=device, seed=cfg.seed
+        )
         c = backbone.feature_shape[0]
         head = ConvStack(
             c, cfg.depth, cfg.width, n_classes, cfg.ntk_init, pool=min(4, backbone.feature_shape[1])

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import errno
+import functools
 import hashlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -31,7 +33,7 @@ from reprog_core.backend.errors import DiskFull
 from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
 from reprog_core.results import SourceResult
 from reprog_core.runtime import cache_dir, resolve_device, seed_everything
-from reprog_core.source_model import build_source_model, count_params
+from reprog_core.source_model import build_source_model, count_params, n_source_classes
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ def near_chance(test_acc: float, n_classes: int) -> bool:
 def budget_warnings(cfg: ExperimentConfig) -> list[str]:
     """What a person should know *before* training this source: budgets that stop it before it
     converges, and set-ups measured near chance. Plain sentences, no markup."""
-    out = []
+    out: list[str] = []
+    if cfg.is_pretrained_classifier:
+        return out  # nothing is trained here
     if cfg.source_epochs < MIN_CONVERGED_EPOCHS:
         out.append(
             f"The source model may stop before it converges: its budget is {cfg.source_epochs} "
@@ -148,6 +152,8 @@ def load_or_train_source(
     still returned for this request, with the one-line warning "disk full at <cache dir>: ...".
     """
     dev = resolve_device(str(device) if device is not None else None)
+    if cfg.is_pretrained_classifier:
+        return load_pretrained_classifier(cfg, dev, progress)
     path = stored_source_path(cfg)
     # One trainer per source key, across threads and processes: a page that asks for the source
     # card, the kernel and the fit at once (each a backend job) trains the source once; the
@@ -171,7 +177,7 @@ def _load_or_train(
     progress: ProgressFn | None,
     retrain: bool,
 ) -> tuple[nn.Module, SourceResult]:
-    n_classes = data.dataset_spec(cfg.source_data).n_classes
+    n_classes = n_source_classes(cfg)
     if path.exists() and not retrain:
         try:
             state, result_dict = read_stored_source(path)
@@ -191,6 +197,61 @@ def _load_or_train(
     except DiskFull as exc:
         log.warning("%s (the source model is used for this request, not stored)", exc)
     return model, result
+
+
+def load_pretrained_classifier(
+    cfg: ExperimentConfig, dev: torch.device, progress: ProgressFn | None = None
+) -> tuple[nn.Module, SourceResult]:
+    """A pretrained classifier used as it is (nothing trained, nothing stored: its weights come
+    verified from their package), with its record: top-1 accuracy on the ImageNet sample photos
+    at the source size s (``source_test_acc``: the inputs it sees here are s x s) and at its
+    native 224 px (``native_test_acc``), or NaN where the photos are not installed."""
+    from reprog_core.source_model import efficientnet  # lazy: timm
+
+    t0 = time.perf_counter()
+    if progress:
+        progress(0.0, f"loading {cfg.source_family} ({cfg.weights} weights)")
+    model = build_source_model(cfg, n_source_classes(cfg), device=dev)
+    at_s, native = _photo_accuracy(cfg.source_family, cfg.weights, cfg.seed, cfg.source_size)
+    n_photos = native[1] if native else 0
+    result = SourceResult(
+        key=cfg.source_key(),
+        config={k: getattr(cfg, k) for k in SOURCE_FIELDS},
+        weights=cfg.weights_label,
+        source_train_acc=math.nan,
+        source_test_acc=at_s[0] / at_s[1] if at_s else math.nan,
+        n_params_trainable=0,
+        n_params_frozen=count_params(model),
+        epochs_run=0,
+        seconds=time.perf_counter() - t0,
+        history=[],
+        stopped_by="pretrained" if cfg.weights != "random" else "random init",
+        evaluated_on=(
+            f"the {n_photos} labelled ImageNet validation photos shipped with "
+            f"{efficientnet.SAMPLE_WHEEL}"
+            if n_photos
+            else f"nothing: the ImageNet sample photos ({efficientnet.SAMPLE_WHEEL}) are not "
+            "installed"
+        ),
+        native_test_acc=native[0] / native[1] if native else None,
+    )
+    if progress:
+        progress(1.0, "source model loaded")
+    return _freeze(model), result
+
+
+@functools.lru_cache(maxsize=16)
+def _photo_accuracy(
+    family: str, weights: str, seed: int, size: int
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(correct, total) on the sample photos at ``size`` and at 224 px, once per process."""
+    from reprog_core.source_model import efficientnet
+
+    model = efficientnet.EfficientNetLite0(size, weights, seed=seed)
+    return (
+        efficientnet.sample_photo_accuracy(model, size),
+        efficientnet.sample_photo_accuracy(model, efficientnet.NATIVE_SIZE),
+    )
 
 
 def save_source(state: dict[str, torch.Tensor], result: dict, path: Path) -> None:
