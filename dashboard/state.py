@@ -200,10 +200,14 @@ def parse_config(
         except ConfigError as exc:
             problem = str(exc)
         if problem:
+            instead = (
+                "the model's default weights"
+                if name == "weights"
+                else f"the default {md_code(to_param(default))}"
+            )
             warnings.append(
                 f"URL parameter {md_code(f'{name}={given[name]}')} is not valid "
-                f"({public_message(problem)}); using the default {md_code(to_param(default))} "
-                "instead."
+                f"({public_message(problem)}); using {instead} instead."
             )
         else:
             accepted[name] = getattr(cfg, name)

@@ -289,7 +289,12 @@ def _fit_choice_changed() -> None:
 
 
 def _reset() -> None:
-    st.session_state[CFG] = state.DEFAULT.to_dict()
+    set_config(state.DEFAULT)
+
+
+def set_config(cfg: ExperimentConfig) -> None:
+    """Make ``cfg`` the session's config (the sidebar's widgets are re-seeded from it)."""
+    st.session_state[CFG] = cfg.to_dict()
     st.session_state[URL_WARNINGS] = []
     for name in state.URL_FIELDS:
         st.session_state.pop(_wkey(name), None)

@@ -3,8 +3,11 @@
 ``make app`` starts the server; the first script run in the process calls ``start()``, which
 queues the default Explore result and the default Compare column on the shared backend from a
 daemon thread (the server never waits for it), then computes the Learn page's default
-demonstrations into Streamlit's cache (``dashboard/demos_cache.py``). A visitor who asks for the
-same configuration meanwhile joins the running computation instead of starting another one.
+demonstrations into Streamlit's cache (``dashboard/demos_cache.py``). After those, at low
+priority (one at a time, so a visitor's request never waits behind more than one of them), it
+computes the what-ifs the pages offer one click away (``reprog_core.presets``: the one-click
+comparisons and the other set-ups). A visitor who asks for the same configuration meanwhile
+joins the running computation instead of starting another one.
 
 ``REPROG_WARM=0`` (``make app WARM=0``) turns it off.
 """
@@ -16,6 +19,7 @@ import os
 import threading
 from typing import Any
 
+from reprog_core import presets
 from reprog_core.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -31,13 +35,29 @@ def enabled() -> bool:
 
 def default_items() -> list[tuple[str, ExperimentConfig, str]]:
     """(task kind, config, label) of what the default pages ask for first: Explore's default
-    and the second column of the default Compare (the other one of vp and fc)."""
+    and the second column of the default Compare (the same model with random weights)."""
     base = ExperimentConfig()
-    other = "vp" if base.transform == "fc" else "fc"
     return [
         ("explore", base, "default Explore"),
-        ("explore", base.replace(transform=other), f"default Compare, column B ({other})"),
+        ("explore", base.replace(weights="random"), "default Compare, column B (random weights)"),
     ]
+
+
+def what_if_items() -> list[tuple[str, ExperimentConfig, str]]:
+    """The what-ifs the pages offer one click away, each once, after ``default_items``."""
+    seen = {cfg.key("explore") for _, cfg, _ in default_items()}
+    out = []
+    for comp in presets.COMPARISONS:
+        for letter, cfg in zip("ABCD", comp.configs()):
+            if cfg.key("explore") not in seen:
+                seen.add(cfg.key("explore"))
+                out.append(("explore", cfg, f"Compare '{comp.key}', column {letter}"))
+    for setup in presets.SETUPS:
+        cfg = setup.config()
+        if cfg.key("explore") not in seen:
+            seen.add(cfg.key("explore"))
+            out.append(("explore", cfg, f"Explore set-up '{setup.key}'"))
+    return out
 
 
 def status() -> dict[str, Any]:
@@ -82,6 +102,12 @@ def _run(backend: Any, learn_warmers: list[Any]) -> None:
     for label, handle in handles:
         try:
             handle.result()
+            _note_done(label)
+        except Exception as exc:  # noqa: BLE001
+            _note_error(label, exc)
+    for kind, cfg, label in what_if_items():  # one at a time: visitors first
+        try:
+            backend.submit(kind, cfg, {}).result()
             _note_done(label)
         except Exception as exc:  # noqa: BLE001
             _note_error(label, exc)

@@ -37,8 +37,19 @@ class SourceFamily(str, Enum):
 # Source families that are a pretrained classifier used as it is (nothing trained on a source
 # data set): family -> its number of source classes c_S.
 PRETRAINED_CLASSIFIERS = {SourceFamily.EFFICIENTNET_LITE0.value: 1000}
-# Encoders with a fixed set of weights (no tag registry, no files): name -> allowed weights.
+# Encoders with a fixed set of weights (no tag registry, no files): name -> allowed weights, the
+# default first.
 FIXED_WEIGHTS = {"efficientnet-lite0": ("imagenet", "random")}
+
+
+def default_weights(model: str | None) -> str:
+    """The weights a model gets when none are named: its pretrained ones where they ship
+    ('imagenet' for efficientnet-lite0), 'random' for an open_clip encoder (no pretrained CLIP
+    weights ship in a package). ``model`` None (a pixel model, no weights) gives the default
+    family's, so that an unchanged field stays out of the URL."""
+    if model is None:
+        return FIXED_WEIGHTS[SourceFamily.EFFICIENTNET_LITE0.value][0]
+    return FIXED_WEIGHTS[model][0] if model in FIXED_WEIGHTS else "random"
 
 
 # The transforms and what is known about each: ``reprog_core/transforms.py``.
@@ -151,9 +162,11 @@ class ExperimentConfig:
         group="source",
     )
     weights: str = _f(
-        "imagenet",
+        "",
         "weights",
-        help="The pretrained model's weights. efficientnet-lite0: 'imagenet' (shipped in its "
+        help="The pretrained model's weights (empty: the model's default, 'imagenet' for "
+        "efficientnet-lite0 and 'random' for an open_clip encoder). efficientnet-lite0: "
+        "'imagenet' (shipped in its "
         "package) or 'random' (the architecture's seeded initialisation, BatchNorm statistics "
         "as initialised). An open_clip encoder: 'random', a pretrained tag (downloads where a "
         "network exists), or the name of a checkpoint in the server's weights folder (the CLI "
@@ -333,7 +346,13 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         self._normalise_regime()
+        self._normalise_weights()
         self._validate()
+
+    def _normalise_weights(self) -> None:
+        """Empty ``weights`` means the model's default weights (``default_weights``)."""
+        if self.weights == "":
+            object.__setattr__(self, "weights", default_weights(self.weights_model))
 
     def _normalise_regime(self) -> None:
         """The kernel regime *is* full-batch GD on squared loss (what the NTK prediction models):
@@ -359,6 +378,7 @@ class ExperimentConfig:
         for name, f in known.items():
             object.__setattr__(cfg, name, values.get(name, f.default))
         cfg._normalise_regime()
+        cfg._normalise_weights()
         cfg._validate(check_data=False)
         return cfg
 

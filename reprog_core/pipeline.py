@@ -240,6 +240,7 @@ def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
         "target_test_acc": fit.target_test_acc,
         "baseline_test_acc": fit.baseline_test_acc,
         **{k: stats.get(k, nan) for k in ROW_STATS},
+        "regression_acc": _or_nan(rec.kernel.regression_acc if rec.kernel is not None else None),
         "n_params_transform": fit.n_params_transform,
         "stopped": fit.stopped,
         "regime": cfg.get("regime", "practical"),
@@ -256,6 +257,7 @@ ROW_CONFIG_FIELDS = (  # after source_family, backbone and weights
     "target",
     "depth",
     "width",
+    "source_size",
     "transform",
     "mapping",
     "seed",
@@ -274,6 +276,10 @@ ROW_STATS = (
     "abs_sum_over_n",
     "decay_exponent",
 )
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _loss_drop(losses: list[float]) -> float:

@@ -12,8 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import downloads, fields, jobs, state, ui
-from reprog_core import cautions, data, figures
+from reprog_core import cautions, data, figures, presets
 from reprog_core.config import (
+    FIXED_WEIGHTS,
+    PRETRAINED_CLASSIFIERS,
     ConfigError,
     ExperimentConfig,
     LossKind,
@@ -45,9 +47,17 @@ VARY = (
 
 
 def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
-    """What a column shows before anyone touches it: the paper's first question, the padding
-    prompt against the fully connected layer (A follows the sidebar, fc by default; B is the
-    other one of vp and fc), then a shallower and a deeper source."""
+    """What a column shows before anyone touches it. On a pretrained source (the default): the
+    paper's second claim, the same model with random weights (B), then the other transforms.
+    Otherwise the paper's first question, the padding prompt against the fully connected layer
+    (B is the other one of vp and fc), then a shallower and a deeper source."""
+    if base.weights_model is not None and base.weights != "random":
+        other = [t for t in ("fc", "vp-full", "vp") if t != base.transform]
+        return {
+            1: {"weights": "random"},
+            2: {"transform": other[0]},
+            3: {"transform": other[1]},
+        }.get(i, {})
     if i == 1:
         return {"transform": "vp" if base.transform == "fc" else "fc"}
     if i == 2:
@@ -79,12 +89,38 @@ def _fit_changed(i: int) -> None:
     )
 
 
+def _apply(key: str) -> None:
+    """A one-click comparison: its setup becomes the sidebar's config, its columns the columns."""
+    comp = presets.comparison(key)
+    if comp is None:
+        return
+    base_cfg = comp.setup.config()
+    ui.set_config(base_cfg)
+    st.session_state["cmp.n"] = len(comp.columns)
+    for i in range(MAX_CONFIGS):
+        col = comp.configs()[i] if i < len(comp.columns) else base_cfg
+        for name in VARY:
+            st.session_state[_wkey(i, name)] = getattr(col, name)
+    st.session_state["cmp.prev_base"] = base_cfg.to_dict()
+    st.session_state["cmp.warnings"] = []
+
+
 st.title("Compare what-ifs")
 st.markdown(
     "Change one or two settings per column and see what they do to the kernel and to the fit. "
     "The sidebar holds the settings all columns share; a column's own choices override them. "
     "Highlighted cells in the table below are the settings that differ from configuration A."
 )
+st.markdown("**One click:**")
+for _col, _comp in zip(st.columns(len(presets.COMPARISONS)), presets.COMPARISONS):
+    _col.button(
+        _comp.label,
+        key=f"cmp.preset.{_comp.key}",
+        on_click=_apply,
+        args=(_comp.key,),
+        help=_comp.lesson,
+        width="stretch",
+    )
 base = ui.config_sidebar()
 if base is None:
     st.stop()
@@ -135,11 +171,17 @@ for i, col in enumerate(columns):
             fields.widget(name, _wkey(i, name), ranges, **kw)  # noqa: B023 - drawn at once
 
         draw("source_family")
-        if st.session_state[_wkey(i, "source_family")] == "clip-cnn":
-            opts = list(dict.fromkeys(["random", st.session_state[_wkey(i, "weights")]]))
-            draw("weights", options=opts, accept_new_options=True)
-        draw("depth")
-        draw("source_data", options=datasets)
+        family = st.session_state[_wkey(i, "source_family")]
+        if family in ("clip-cnn", *PRETRAINED_CLASSIFIERS):
+            model = base.backbone if family == "clip-cnn" else family
+            opts = [*FIXED_WEIGHTS.get(model, ())]
+            opts = list(dict.fromkeys([*opts, "random", st.session_state[_wkey(i, "weights")]]))
+            if st.session_state[_wkey(i, "weights")] not in opts:
+                st.session_state[_wkey(i, "weights")] = opts[0]
+            draw("weights", options=opts, accept_new_options=model not in FIXED_WEIGHTS)
+        if family not in PRETRAINED_CLASSIFIERS:  # a pretrained classifier is not trained here
+            draw("depth")
+            draw("source_data", options=datasets)
         draw("target", options=datasets)
         draw("transform")
         draw("mapping")
@@ -186,6 +228,9 @@ ui.sync_url(
 valid = [(LETTERS[i], c) for i, c in enumerate(configs) if c is not None]
 if len(valid) < 2:
     st.stop()
+for _comp in presets.COMPARISONS:  # the lesson of a one-click comparison, while it is shown
+    if [c.to_dict() for c in _comp.configs()] == [c.to_dict() for _, c in valid]:
+        st.info(f"**{_comp.label}.** {_comp.lesson}", icon="💡")
 
 # ---- what differs ----------------------------------------------------------------------------
 dicts = [c.to_dict() for _, c in valid]
@@ -246,7 +291,9 @@ summary = pd.DataFrame(
         "source acc.": [figures.pct(r["source_test_acc"]) for r in rows],
         "target acc.": [figures.pct(r["target_test_acc"]) for r in rows],
         "baseline (none)": [figures.pct(r["baseline_test_acc"]) for r in rows],
+        "kernel regression acc.": [figures.pct(r["regression_acc"]) for r in rows],
         "λ_min": [figures.fmt(r["lambda_min"], 3) for r in rows],
+        "λ_max": [figures.fmt(r["lambda_max"], 3) for r in rows],
         "rank": [figures.fmt(r["rank"]) for r in rows],
         "effective rank": [figures.fmt(r["effective_rank"], 3) for r in rows],
         "condition number": [figures.fmt(r["condition_number"], 3) for r in rows],
@@ -261,6 +308,9 @@ if any(krs):
     ]
     summary["kernel drift (end)"] = [figures.fmt(k.get("drift"), 2) for k in krs]
 st.dataframe(summary, hide_index=True, width="stretch")
+verdict = figures.statistics_verdict(rows, [lab.split(":")[0] for lab, _ in ready])
+if verdict:
+    st.markdown(state.md_text(verdict, limit=2000))
 if len(ready) < len(reqs):
     st.caption(f"{len(ready)} of {len(reqs)} configurations are ready; the rest appear when done.")
 # Each caution once, naming the configurations it concerns (the same words for A and B are one).

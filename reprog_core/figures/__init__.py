@@ -17,6 +17,7 @@ from reprog_core.figures.captions import (
     practical_regime_note,
     prediction_explodes,
     spectrum_timescales,
+    statistics_verdict,
 )
 from reprog_core.figures.curves import (
     curves_overlay_figure,
@@ -73,6 +74,7 @@ __all__ = [
     "spectrum_figure",
     "spectrum_stats_rows",
     "spectrum_timescales",
+    "statistics_verdict",
     "stat_accuracy_figure",
     "target_accuracy_figure",
     "to_standalone_html",

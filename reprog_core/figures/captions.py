@@ -4,11 +4,12 @@ prediction explodes, and what the spectrum says about the speed of a fit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from reprog_core.figures.spectrum import SPECTRAL_STATS
 from reprog_core.figures.theme import Result, fmt
 
 EXPLODES = 10.0  # a prediction above this many times the initial measured loss "explodes"
@@ -140,3 +141,63 @@ def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str
             "are indicative, not a prediction of its curve."
         )
     return text
+
+
+# Statistics a Compare page checks against the outcome, and how each is read (SPECTRAL_STATS).
+VERDICT_STATS = (
+    "regression_acc",
+    "lambda_min",
+    "lambda_max",
+    "effective_rank",
+    "condition_number",
+    "alignment",
+)
+
+
+def statistics_verdict(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> str | None:
+    """Which spectral statistics order the configurations the way their outcome does, and which
+    point the wrong way, in words. ``rows``: ``sweep_row`` dicts; the outcome is the gain of the
+    fit over its own 'none' baseline (target − baseline accuracy). Only pairs whose gains differ
+    by more than 5 points are judged. None when there is nothing to judge."""
+    def gain(r: Mapping[str, Any]) -> float | None:
+        t, b = r.get("target_test_acc"), r.get("baseline_test_acc")
+        return None if t is None or b is None else float(t) - float(b)
+
+    pairs = [
+        (i, j)
+        for i in range(len(rows))
+        for j in range(len(rows))
+        if (gi := gain(rows[i])) is not None
+        and (gj := gain(rows[j])) is not None
+        and gi > gj + 0.05
+    ]
+    if not pairs:
+        return None
+    right, wrong = [], []
+    for stat in VERDICT_STATS:
+        label, better, _ = SPECTRAL_STATS[stat]
+        sign = 1.0 if better == "higher" else -1.0
+        votes = []
+        for i, j in pairs:
+            a, b = rows[i].get(stat), rows[j].get(stat)
+            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                continue
+            if not (np.isfinite(a) and np.isfinite(b)) or a == b:
+                continue
+            votes.append(sign * (a - b) > 0)
+        if votes:
+            (right if all(votes) else wrong if not any(votes) else []).append(label)
+    order = ", ".join(
+        f"{labels[i]} ({100 * gain(rows[i]):+.0f} points)"  # type: ignore[operator]
+        for i in sorted({k for p in pairs for k in p}, key=lambda k: -(gain(rows[k]) or 0))
+    )
+    parts = [f"Ranked by the gain over their own baseline: {order}."]
+    if right:
+        parts.append(f"Ranked the same way by: {', '.join(right)}.")
+    if wrong:
+        parts.append(
+            f"Pointing the other way: {', '.join(wrong)}. A summary of the spectrum that points "
+            "the wrong way is a finding, not a glitch: it describes the kernel's shape, not "
+            "whether the kernel carries the target task."
+        )
+    return " ".join(parts)

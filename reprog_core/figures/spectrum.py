@@ -21,6 +21,7 @@ from reprog_core.figures.theme import (
     decade_dtick,
     fmt,
     level,
+    pct,
     title_layout,
 )
 
@@ -35,6 +36,7 @@ SPECTRAL_STATS: dict[str, tuple[str, str, bool]] = {
     "alignment": ("kernel-target alignment", "higher", False),
     "decay_exponent": ("decay exponent α (λ_i ∝ i^−α)", "lower", False),
     "abs_sum_over_n": ("Σ|Θ(x,x')| / N (generalisation-gap term)", "lower", True),
+    "regression_acc": ("kernel regression accuracy (held-out)", "higher", False),
 }
 
 
@@ -187,6 +189,17 @@ def spectrum_stats_rows(kernel: Result) -> list[dict[str, str]]:
             "below −tolerance: should be 0, a kernel is positive semi-definite",
         ),
     ]
+    if kernel.get("regression_acc") is not None:
+        rows.insert(
+            0,
+            (
+                "kernel regression accuracy",
+                pct(kernel.get("regression_acc")),
+                f"ridge regression with this kernel from the N = {kernel.get('n')} kernel samples "
+                f"to {kernel.get('regression_heldout')} held-out test images: does the kernel "
+                "itself carry the target task? (chance: 1/c_T)",
+            ),
+        )
     if s.get("partial"):
         rows.append(("partial", "yes", "only the top eigenvalues were computed (Lanczos)"))
     return [{"statistic": a, "value": b, "what it means": c} for a, b, c in rows]

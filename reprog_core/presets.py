@@ -1,0 +1,98 @@
+"""Named starting points the pages offer one click away, and the warm-up computes in advance.
+
+A ``Setup`` is a base configuration (changes to ``ExperimentConfig()``); a ``Comparison`` is a
+setup with two to four Compare columns (each a few changes to the base) and the lesson it is
+there to show. Pure data: no torch, no Streamlit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reprog_core.config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Setup:
+    key: str  # URL-safe name
+    label: str  # what a page calls it
+    changes: dict[str, Any] = field(default_factory=dict)  # to ExperimentConfig()
+
+    def config(self) -> ExperimentConfig:
+        return ExperimentConfig(**self.changes)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    key: str
+    label: str
+    setup: Setup
+    columns: tuple[dict[str, Any], ...]  # each: changes to the setup's config
+    lesson: str  # one sentence: what to look at
+
+    def configs(self) -> list[ExperimentConfig]:
+        base = self.setup.config()
+        return [base.replace(**c) for c in self.columns]
+
+
+PRETRAINED = Setup(
+    "pretrained",
+    "ImageNet EfficientNet-Lite0 → MNIST, border prompt (the default)",
+)
+PIXEL = Setup(
+    "pixel",
+    "pixel CNN trained on animal silhouettes → digits (small, trained here)",
+    {"source_family": "cnn", "source_size": 32, "target": "digits", "transform": "fc"},
+)
+ENCODER_HEAD = Setup(
+    "encoder-head",
+    "frozen ImageNet encoder + CNN head trained on animal silhouettes → MNIST (the paper's set-up)",
+    {"source_family": "clip-cnn", "backbone": "efficientnet-lite0"},
+)
+SETUPS = (PRETRAINED, PIXEL, ENCODER_HEAD)
+
+COMPARISONS = (
+    Comparison(
+        "weights",
+        "pretrained vs random weights: the source model's quality",
+        PRETRAINED,
+        ({}, {"weights": "random"}),
+        "The same network and the same prompt: with ImageNet weights the prompt reprograms it, "
+        "with random weights it cannot. Compare the spectra and the kernel's regression "
+        "accuracy: which statistics rank the two the right way?",
+    ),
+    Comparison(
+        "prompt-shape",
+        "border prompt vs full-image prompt: the transformation's kernel",
+        PIXEL,
+        ({"transform": "vp"}, {"transform": "vp-full"}),
+        "One pixel source, two prompts. The border prompt adds nearly the same change to every "
+        "image, so its kernel has one dominant direction; the full-image prompt's kernel spreads "
+        "over many. Their spectra say which fits better before any training.",
+    ),
+    Comparison(
+        "transforms",
+        "every transformation on the pretrained model",
+        PRETRAINED,
+        ({"transform": "vp"}, {"transform": "vp-full"}, {"transform": "fc"}, {"transform": "none"}),
+        "Border prompt, full-image prompt and fully connected layer on the same frozen ImageNet "
+        "model, with 'none' (nothing trained) as the floor.",
+    ),
+    Comparison(
+        "pixel-pair",
+        "fc vs vp on the pixel CNN (the earlier default pair)",
+        PIXEL,
+        ({"transform": "fc"}, {"transform": "vp"}),
+        "A small source trained from scratch on silhouettes: the fully connected layer reprograms "
+        "it, the border prompt barely moves it.",
+    ),
+)
+
+
+def comparison(key: str) -> Comparison | None:
+    return next((c for c in COMPARISONS if c.key == key), None)
+
+
+def setup(key: str) -> Setup | None:
+    return next((s for s in SETUPS if s.key == key), None)
