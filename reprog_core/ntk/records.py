@@ -21,13 +21,13 @@ from reprog_core.config import ExperimentConfig, KernelForm, sgd_step_size
 from reprog_core.fit import ReprogrammedModel
 from reprog_core.ntk.dynamics import initial_residuals, ntk_dynamics
 from reprog_core.ntk.lanczos import topk_eigs
+from reprog_core.ntk.regression import kernel_regression_accuracy
 from reprog_core.ntk.source import source_ntk
 from reprog_core.ntk.spectral import (
     default_rank_tol,
     spectrum,
     stats_from_eigenvalues,
 )
-from reprog_core.ntk.regression import kernel_regression_accuracy
 from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk, target_ntk_eig
 from reprog_core.results import KernelResult, SpectrumStats
 
