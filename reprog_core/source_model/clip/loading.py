@@ -8,13 +8,18 @@
   (``.pt`` / ``.bin`` / ``.pth`` state_dict, ``.safetensors``, or
   ``{'state_dict': {'module.*': ...}}``), loaded through ``open_clip.create_model(name,
   pretrained=path)`` - open_clip's own loading path, so any file open_clip reads works here. A
-  file is identified by its SHA-256 (``FrozenBackbone.weights_sha256``).
+  file is identified by its SHA-256 (``FrozenBackbone.weights_sha256``). A name is loaded only
+  from where it really is, a regular file inside the weights folder (``resolve_checkpoint_name``:
+  a link out of the folder is refused), and every file is checked to be a regular file on the
+  descriptor it is hashed from (opened without following a link, without blocking on a FIFO).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from torch import nn
 
 from reprog_core._compat import import_open_clip
 from reprog_core.runtime import resolve_device
-from reprog_core.source_model.clip._util import first_line, patched, quiet_open_clip, sha256_file
+from reprog_core.source_model.clip._util import first_line, patched, quiet_open_clip
 from reprog_core.source_model.clip.checkpoints import diagnose_checkpoint
 from reprog_core.source_model.clip.offline import offline_reason
 from reprog_core.source_model.clip.registry import (
@@ -101,7 +106,7 @@ def _load_file(
 ) -> FrozenBackbone:
     """A checkpoint file through open_clip's loader; ``label`` is what results call it."""
     open_clip = import_open_clip()
-    digest = sha256_file(path)
+    digest = _regular_file_sha256(path, label)
     try:
         with torch.random.fork_rng(devices=[]), quiet_open_clip():
             torch.manual_seed(seed)  # the init that the file overwrites; keeps runs repeatable
@@ -113,6 +118,25 @@ def _load_file(
     return _wrap(
         model, dev, name=name, weights_label=label, weights_kind="file", weights_sha256=digest
     )
+
+
+def _regular_file_sha256(path: Path, label: str) -> str:
+    """SHA-256 of the checkpoint at ``path``, read from a descriptor that is checked to be a
+    regular file (opened ``O_NOFOLLOW | O_NONBLOCK``: a link swapped in is refused, a FIFO
+    neither blocks nor is read); ``BackboneWeightsError`` otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise BackboneWeightsError(f"cannot read checkpoint {label}: {first_line(err)}") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackboneWeightsError(f"checkpoint {label} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _wrap(model: nn.Module, device: torch.device, **meta: Any) -> FrozenBackbone:

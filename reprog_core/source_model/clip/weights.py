@@ -1,8 +1,9 @@
 """What a ``weights`` string means for a backbone, checked without loading anything.
 
 ``'random'``, a pretrained tag of the model, the *name* of a checkpoint file in the operator's
-weights folder (``$REPROG_WEIGHTS_DIR``: the only kind of file a dashboard URL may name), or a
-path to a checkpoint file (local users: the CLI). ``check_weights(..., allow_paths=False)`` is the
+weights folder (``$REPROG_WEIGHTS_DIR``: the only kind of file a dashboard URL may name; a name
+resolves, links followed, to a regular file inside that folder or to nothing), or a path to a
+checkpoint file (local users: the CLI). ``check_weights(..., allow_paths=False)`` is the
 check for untrusted input (URLs): it never touches the file system beyond the weights folder.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from reprog_core._compat import import_open_clip
@@ -43,31 +45,46 @@ def is_checkpoint_name(text: str) -> bool:
 
 
 def list_named_checkpoints() -> list[str]:
-    """Names of the checkpoint files directly inside ``weights_dir()`` (sorted; empty when the
-    folder is unset or unreadable). Only regular files count; nothing is opened."""
+    """Names of the checkpoints directly inside ``weights_dir()`` (sorted; empty when the folder
+    is unset or unreadable): those ``resolve_checkpoint_name`` accepts. Nothing is opened."""
     folder = weights_dir()
     if folder is None:
         return []
     try:
-        entries = list(os.scandir(folder))
+        names = [e.name for e in os.scandir(folder) if is_checkpoint_name(e.name)]
     except OSError:
         return []
-    names = []
-    for e in entries:
-        try:
-            if is_checkpoint_name(e.name) and e.is_file():
-                names.append(e.name)
-        except OSError:
-            continue
-    return sorted(names)
+    return sorted(n for n in names if resolve_checkpoint_name(folder, n) is not None)
 
 
 def named_checkpoint(weights: str) -> Path | None:
-    """The file of checkpoint name ``weights`` in ``weights_dir()``, or None when it is not one."""
+    """The real file of checkpoint name ``weights`` in ``weights_dir()`` (links resolved), or None
+    when it is not one (see ``resolve_checkpoint_name``)."""
     folder = weights_dir()
     if folder is None or not is_checkpoint_name(weights):
         return None
-    return folder / weights if weights in list_named_checkpoints() else None
+    return resolve_checkpoint_name(folder, weights)
+
+
+def resolve_checkpoint_name(folder: Path, name: str) -> Path | None:
+    """Where checkpoint name ``name`` in ``folder`` really is, or None unless that is a regular
+    file inside ``folder``.
+
+    Symbolic links are followed to their end and the end must lie inside ``folder`` (itself
+    resolved): a link to a file elsewhere (``out.pt -> /srv/other.pt``, ``passwd.pt ->
+    /etc/passwd``) is refused, as is anything that is not a regular file (a FIFO, a device, a
+    folder, a broken or looping link). Only ``stat`` is used: nothing is opened."""
+    if not is_checkpoint_name(name):
+        return None
+    try:
+        root = folder.resolve(strict=True)
+        real = (folder / name).resolve(strict=True)
+        st = os.stat(real)
+    except (OSError, RuntimeError):  # missing, unreadable, a link loop
+        return None
+    if not real.is_relative_to(root) or real == root or not stat.S_ISREG(st.st_mode):
+        return None
+    return real
 
 
 def check_weights(name: str, weights: str, *, allow_paths: bool) -> str:
