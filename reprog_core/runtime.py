@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -22,11 +23,20 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def cache_dir(sub: str | None = None) -> Path:
     """Root of every cache and stored model (``$REPROG_CACHE_DIR``, default ``<project>/.cache``).
 
-    Never inside the package. ``sub`` names a sub-folder, created on demand.
+    Never inside the package. ``sub`` names a sub-folder, created on demand. When the disk is
+    too full to create it: ``DiskFull``, "disk full at <cache dir>: free space or set
+    REPROG_CACHE_DIR" (the message a full disk gets everywhere else).
     """
     root = Path(os.environ.get(CACHE_ENV) or (_PROJECT_ROOT / ".cache")).expanduser()
     path = root / sub if sub else root
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from reprog_core.backend.errors import disk_full  # here only: the backend is heavier
+
+        raise disk_full(root) from None
     return path
 
 

@@ -15,9 +15,10 @@ Files: ``service.py`` (Backend: the facade; the process-wide backend), ``jobs.py
 live jobs: dedup, orphan policy, counters), ``handle.py`` (a requester's Handle), ``pool.py``
 (worker slots and threads: key lock, compute, store), ``saving.py`` (how a result is stored),
 ``worker.py`` (worker processes), ``tasks.py`` (task specs, the built-in tasks, Progress),
-``store.py`` (diskcache with checksums), ``locks.py`` (per-key file locks across processes),
-``limits.py`` (server caps), ``errors.py``, ``admin.py`` (cache info / ls / clear / warm for the
-CLI).
+``store.py`` (diskcache with checksums; ``store_entry.py``: the entry format, ``store_disk.py``:
+bounded reads, ``store_repair.py``: its metadata and repairs), ``locks.py`` (per-key file locks
+across processes), ``limits.py`` (server caps), ``errors.py``, ``admin.py`` (cache info / ls /
+clear / warm for the CLI).
 """
 
 from reprog_core.backend.admin import (

@@ -23,7 +23,9 @@ WarmItem = tuple[str, ExperimentConfig, dict[str, Any], dict[str, Any]]
 def cache_info(backend: Backend) -> dict[str, Any]:
     """Where the cache is, how big it is (bytes), how many entries, its size limit (bytes),
     ``read_only`` (why it cannot be written now: 'disk full', 'locked by another process'; None
-    when it can) and ``corrupt``: the stores set aside as corrupt, each ``{"dir", "size"}``."""
+    when it can), ``corrupt``: the stores set aside as corrupt, each ``{"dir", "size"}``, and
+    ``repaired``: what opening the store repaired in its own metadata (orphaned value files
+    swept, invalid settings reset), one line each."""
     store = backend.store
     return {
         "dir": str(store.directory),
@@ -32,6 +34,7 @@ def cache_info(backend: Backend) -> dict[str, Any]:
         "limit": store.size_limit_bytes,
         "read_only": store.read_only,
         "corrupt": [{"dir": str(p), "size": _folder_size(p)} for p in store.corrupt_folders()],
+        "repaired": list(store.repairs),
     }
 
 
