@@ -35,7 +35,7 @@ from reprog_core.backend import (
 from reprog_core.backend import store as store_mod
 from reprog_core.config import ExperimentConfig
 
-CFG = ExperimentConfig()
+CFG = ExperimentConfig(source_family="cnn")  # a family whose key includes the depth
 PROJECT = Path(__file__).resolve().parents[2]
 
 
