@@ -13,8 +13,11 @@ from typing import Any
 
 from reprog_core import pipeline
 from reprog_core.config import ExperimentConfig
+from tests.configs import PIXEL
 
+# The pixel pair (a tiny CNN), not the product's default pretrained model.
 TINY = {
+    **PIXEL,
     "source_size": 12,
     "target_size": 8,
     "depth": 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reprog_core.config import ConfigError, ExperimentConfig
+from tests.configs import PIXEL
 
 
 def test_config_validation_messages():
@@ -21,7 +22,7 @@ def test_config_validation_messages():
 
 
 def test_cache_keys_are_stable_and_separate_source_from_fit():
-    a = ExperimentConfig()
+    a = ExperimentConfig(**PIXEL)  # a source trained here: depth shapes it
     assert a.key("fit") == ExperimentConfig.from_dict(a.to_dict()).key("fit")
     b = a.replace(transform="vp")
     assert a.source_key() == b.source_key() and a.key("fit") != b.key("fit")

@@ -22,7 +22,12 @@ def test_every_field_has_a_flag_with_its_default_and_choices(name: str) -> None:
     action = _fit_flags()[name]
     info = FIELDS[name]
     assert flag(name) in action.option_strings
-    assert action.default == getattr(ExperimentConfig(), name)
+    # The flag's default is the field's own (weights: '', the model's default weights), and a
+    # config built from it has the config's default value.
+    assert action.default == ExperimentConfig.__dataclass_fields__[name].default
+    assert getattr(ExperimentConfig(**{name: action.default}), name) == getattr(
+        ExperimentConfig(), name
+    )
     if info.choices is not None:
         assert list(action.choices) == [e.value for e in info.choices]
     assert info.label and (info.help or info.label) in action.help.replace("%%", "%")

@@ -30,6 +30,7 @@ from reprog_core.results import (  # noqa: E402
     SourceResult,
     SpectrumStats,
 )
+from tests.configs import CLIP_TOWER, PIXEL
 from tests.figure_text import figure_text as _texts
 
 
@@ -48,10 +49,10 @@ def fake_explore(
     """An explore result with the shapes pipeline.run_explore returns (small, deterministic), built
     through the typed records; ``tests/integration/test_figures.py`` checks its shape against a
     record the real pipeline computed."""
-    family = "clip-cnn" if weights not in ("none",) else "cnn"
+    # The pixel pair (weights 'none'), or clip-cnn on the open_clip tower with ``weights``.
+    model = PIXEL if weights == "none" else {**PIXEL, "source_family": "clip-cnn", **CLIP_TOWER}
     cfg = ExperimentConfig(
-        source_family=family,
-        transform=transform,
+        **{**model, "weights": "random" if weights == "none" else weights, "transform": transform},
         kernel_form=kernel_form,
         n_kernel=n,
         optimizer=optimizer,
@@ -59,7 +60,6 @@ def fake_explore(
         depth=depth,
         steps=20,
         eval_every=5,
-        weights="random" if weights == "none" else weights,
     ).to_dict()
     c = 10
     size = n if kernel_form == "trace" else n * c
@@ -308,13 +308,13 @@ def test_width_demo_error_shrinks_with_width() -> None:
 # --------------------------------------------------------------------------- URL <-> config
 def test_config_round_trips_through_params() -> None:
     cfg = ExperimentConfig(
-        depth=5, transform="vp", n_kernel=32, lr=0.01, ntk_init=True, regime="kernel", rho=0.3
+        depth=5, transform="fc", n_kernel=32, lr=0.01, ntk_init=True, regime="kernel", rho=0.3
     )
     params = state.config_to_params(cfg)
     assert params == {
         "depth": "5",
         "ntk_init": "true",
-        "transform": "vp",
+        "transform": "fc",
         "loss": "mse",
         "optimizer": "sgd",
         "lr": "0.01",
@@ -373,7 +373,7 @@ def test_page_setting_parsers() -> None:
 
 
 def test_differing_fields() -> None:
-    a, b = ExperimentConfig().to_dict(), ExperimentConfig(depth=2, transform="vp").to_dict()
+    a, b = ExperimentConfig().to_dict(), ExperimentConfig(depth=2, transform="fc").to_dict()
     assert state.differing_fields([a, b]) == ["depth", "transform"]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from reprog_core import memory, pipeline
 from reprog_core.config import ExperimentConfig
+from tests.configs import PIXEL
 
 GIB = 2**30
 
@@ -27,7 +28,7 @@ GIB = 2**30
     ],
 )
 def test_oversized_requests_are_refused_before_allocating(changes, run, stage, monkeypatch):
-    cfg = ExperimentConfig(**changes)
+    cfg = ExperimentConfig(**{**PIXEL, **changes})  # sources trained here, pixel models
     tried: list[ExperimentConfig] = []
     monkeypatch.setattr(pipeline, "load_or_train_source", lambda c, **kw: tried.append(c) or 1 / 0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -43,13 +44,14 @@ def test_oversized_requests_are_refused_before_allocating(changes, run, stage, m
 
 
 def test_the_fc_example_counts_its_matrix():
-    est = memory.fit(ExperimentConfig(transform="fc", source_size=128, target_size=127))
+    cfg = ExperimentConfig(**{**PIXEL, "transform": "fc", "source_size": 128}, target_size=127)
+    est = memory.fit(cfg)
     w = 3 * 128 * 128 * 3 * 127 * 127 * 4  # the fc matrix alone: 9.5 GB
     assert est is not None and est.total > 4 * w
 
 
 def test_a_raised_budget_lets_it_through(monkeypatch):
-    cfg = ExperimentConfig(width=1024, depth=12)
+    cfg = ExperimentConfig(**PIXEL, width=1024, depth=12)
     need = memory.source_training(cfg).total
     monkeypatch.setenv("REPROG_MEMORY_BUDGET", str(need + 1))
     memory.check(cfg, "source")

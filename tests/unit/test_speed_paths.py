@@ -21,6 +21,7 @@ from reprog_core.ntk import spectrum
 from reprog_core.ntk.spectral import default_rank_tol
 from reprog_core.ntk.target import target_ntk, target_ntk_eig
 from reprog_core.source_model.pixel import PixelCNN
+from tests.configs import PIXEL
 
 ROOT = Path(__file__).resolve().parents[2]
 F32, F64 = torch.float32, torch.float64
@@ -138,7 +139,7 @@ def test_full_kernel_record_decomposes_once(monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(torch.linalg, name, counted)
-    cfg = ExperimentConfig(kernel_form="full", steps=10, mapping="identity")
+    cfg = ExperimentConfig(**PIXEL, kernel_form="full", steps=10, mapping="identity")
     model, x = tiny_model("vp"), images(6)
     y = torch.arange(6) % 4
     res = target_kernel_result(cfg, model, x, y, dtype=F64)

@@ -33,12 +33,14 @@ from reprog_core.sweep import (
     summarise,
 )
 from reprog_core.sweep.outputs import write_results
+from tests.configs import PIXEL
 from tests.records import tiny_explore
 
 
 # --------------------------------------------------------------------------------------- grids
 def test_paper_depth_preset_is_the_papers_grid() -> None:
-    grid = build_grid(ExperimentConfig(), preset="paper-depth")
+    # Depth axes: a source trained here (the pixel pair), where depth shapes the source.
+    grid = build_grid(ExperimentConfig(**PIXEL), preset="paper-depth")
     assert len(grid) == 54 == len(grid.points())
     assert grid.depths == (1, 2, 3, 4, 5, 6)
     assert grid.transforms == ("vp", "fc", "vp-fc")
@@ -50,7 +52,9 @@ def test_paper_depth_preset_is_the_papers_grid() -> None:
         (d, t) for d in range(1, 7) for t in ("vp", "fc", "vp-fc")
     }
     # Flags override a preset's axes; everything else comes from the base config.
-    g = build_grid(ExperimentConfig(steps=7), preset="paper-depth", seeds="4", depths="2-3")
+    g = build_grid(
+        ExperimentConfig(**PIXEL, steps=7), preset="paper-depth", seeds="4", depths="2-3"
+    )
     assert [(p.depth, p.transform, p.seed, p.steps) for p in g.points()][:3] == [
         (2, "vp", 4, 7),
         (2, "fc", 4, 7),
@@ -60,7 +64,7 @@ def test_paper_depth_preset_is_the_papers_grid() -> None:
 
 
 def test_custom_grid_defaults_to_the_base_configs_values() -> None:
-    g = build_grid(ExperimentConfig(depth=4, transform="fc", seed=9), transforms="vp,fc")
+    g = build_grid(ExperimentConfig(**PIXEL, depth=4, seed=9), transforms="vp,fc")
     assert [(p.depth, p.transform, p.seed) for p in g.points()] == [(4, "vp", 9), (4, "fc", 9)]
 
 
@@ -85,11 +89,13 @@ def test_bad_grid_values_are_config_errors(kwargs: dict, message: str) -> None:
 
 def test_invalid_point_and_sweep_size_limit() -> None:
     # vp pads the target inside the source input: it needs target_size < source_size.
-    base = ExperimentConfig(transform="fc", source_size=16, target_size=16)
+    base = ExperimentConfig(**{**PIXEL, "transform": "fc", "source_size": 16}, target_size=16)
     with pytest.raises(SweepGridError, match="transform=vp.*target_size"):
         build_grid(base, transforms="fc,vp")
     with pytest.raises(SweepGridError, match="54 points.*max_sweep_points=10.*REPROG_MAX_SWEEP"):
-        build_grid(ExperimentConfig(), preset="paper-depth", limits=Limits(max_sweep_points=10))
+        build_grid(
+            ExperimentConfig(**PIXEL), preset="paper-depth", limits=Limits(max_sweep_points=10)
+        )
     with pytest.raises(SweepGridError, match="steps=300 is over the server limit"):
         build_grid(ExperimentConfig(), limits=Limits(max_steps=100))
 
@@ -114,7 +120,7 @@ class _FakeBackend:
 
 @pytest.mark.slow  # a real tiny explore record per transform (pipeline.run_explore)
 def test_a_failing_point_is_reported_and_the_rest_written(tmp_path: Path) -> None:
-    grid = build_grid(ExperimentConfig(), depths="1,2", transforms="vp,fc", seeds="0")
+    grid = build_grid(ExperimentConfig(**PIXEL), depths="1,2", transforms="vp,fc", seeds="0")
     record = run_sweep(grid, tmp_path, backend=_FakeBackend())
     assert record["n_failed"] == 2 and record["cache_counts"] == {"computed": 2, "failed": 2}
     failed = [p for p in record["points"] if p["error"]]

@@ -38,6 +38,7 @@ from reprog_core.ntk import (
 )
 from reprog_core.source_model.clip_cnn import ClipCNN
 from reprog_core.source_model.pixel import ConvStack, PixelCNN, PixelMLP
+from tests.configs import PIXEL
 
 F64 = torch.float64
 TRANSFORMS = ["vp", "vp-full", "fc", "vp-fc"]
@@ -416,7 +417,9 @@ def test_source_ntk_draws():
     from reprog_core.source_model import build_source_model
     from reprog_core.source_model.training import source_draws
 
-    cfg = ExperimentConfig(source_size=8, target_size=4, depth=1, width=4, source_per_class=20)
+    cfg = ExperimentConfig(
+        **{**PIXEL, "source_size": 8}, target_size=4, depth=1, width=4, source_per_class=20
+    )
     torch.manual_seed(0)
     source = build_source_model(cfg, 10)
     out = source_ntk(source, source_draws(cfg, k_per_class=2, draws=3), 10)
@@ -465,7 +468,9 @@ def test_target_kernel_result_dense_and_lanczos_fallback():
     from reprog_core.config import ExperimentConfig
     from reprog_core.ntk import target_kernel_result
 
-    cfg = ExperimentConfig(source_size=10, target_size=6, transform="vp", steps=30)
+    cfg = ExperimentConfig(
+        **{**PIXEL, "source_size": 10, "target_size": 6, "transform": "vp"}, steps=30
+    )
     model = make_model("cnn", "vp", c_t=3, dtype=torch.float32)
     x, y = torch.rand(8, 3, 6, 6), torch.arange(8) % 3
     dense = target_kernel_result(cfg, model, x, y, keep_gram=True)
@@ -488,7 +493,9 @@ def test_source_kernel_result_record():
     from reprog_core.source_model import build_source_model
     from reprog_core.source_model.training import source_draws
 
-    cfg = ExperimentConfig(source_size=8, target_size=4, depth=1, width=4, source_per_class=20)
+    cfg = ExperimentConfig(
+        **{**PIXEL, "source_size": 8}, target_size=4, depth=1, width=4, source_per_class=20
+    )
     torch.manual_seed(0)
     draws = source_draws(cfg, k_per_class=1, draws=2)
     rec = source_kernel_result(cfg, build_source_model(cfg, 10), draws, 10)

@@ -21,6 +21,7 @@ from reprog_core.ntk import (
     target_ntk,
 )
 from reprog_core.source_model.pixel import PixelMLP
+from tests.configs import PIXEL
 
 F64 = torch.float64
 
@@ -156,9 +157,8 @@ class LinearSource(nn.Module):
 
 def _fit_setup(transform: str, source: nn.Module, n: int, n_classes: int, steps: int):
     cfg = ExperimentConfig(
-        source_size=8,
+        **{**PIXEL, "source_size": 8, "transform": transform},
         target_size=4,
-        transform=transform,
         mapping="identity",
         loss="mse",
         optimizer="sgd",
