@@ -146,6 +146,9 @@ class KernelResult(Record):
     # samples to ``regression_heldout`` held-out test images (ntk/regression.py); None if not run.
     regression_acc: float | None = None
     regression_heldout: int = 0
+    # Target NTK: the input-independent share of the Jacobian, ||mean_i J_i||^2 / mean_i ||J_i||^2
+    # = 1^T K 1 / (N tr K) on the trace form (1: θ moves every sample's outputs the same way).
+    common_share: float | None = None
 
 
 @dataclass
