@@ -241,6 +241,7 @@ def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
         "baseline_test_acc": fit.baseline_test_acc,
         **{k: stats.get(k, nan) for k in ROW_STATS},
         "regression_acc": _or_nan(rec.kernel.regression_acc if rec.kernel is not None else None),
+        "common_share": _or_nan(rec.kernel.common_share if rec.kernel is not None else None),
         "n_params_transform": fit.n_params_transform,
         "stopped": fit.stopped,
         "regime": cfg.get("regime", "practical"),

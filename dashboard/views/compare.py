@@ -294,6 +294,7 @@ summary = pd.DataFrame(
         "kernel regression acc.": [figures.pct(r["regression_acc"]) for r in rows],
         "λ_min": [figures.fmt(r["lambda_min"], 3) for r in rows],
         "λ_max": [figures.fmt(r["lambda_max"], 3) for r in rows],
+        "input-independent share": [figures.pct(r["common_share"]) for r in rows],
         "rank": [figures.fmt(r["rank"]) for r in rows],
         "effective rank": [figures.fmt(r["effective_rank"], 3) for r in rows],
         "condition number": [figures.fmt(r["condition_number"], 3) for r in rows],

@@ -5,18 +5,30 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import downloads, jobs, state, ui
-from reprog_core import cautions, figures
+from reprog_core import cautions, figures, presets
 from reprog_core.source_model.training import budget_warnings
 
 st.title("Explore one reprogrammed model")
 st.markdown(
-    "A frozen **source model** f_S, trained on one data set, is reused for a new **target** task "
+    "A frozen **source model** f_S, trained on one task, is reused for a new **target** task "
     "by training only a small **input transformation** a_θ in front of it (and mapping its "
-    "output classes to the target's). The **neural tangent kernel** (NTK) of that transformation "
-    "predicts how fast and how far such a fit can go: large eigenvalues are directions it learns "
-    "quickly, tiny ones it barely learns. Pick the settings in the sidebar; see **Learn** for the "
-    "ideas behind each figure."
+    "output classes to the target's). By default f_S is an EfficientNet-Lite0 trained on "
+    "ImageNet photos, and the target is handwritten digits (MNIST): a learned frame around each "
+    "digit (a visual prompt) turns a photo classifier into a digit classifier. The **neural "
+    "tangent kernel** (NTK) of the transformation predicts how fast and how far such a fit can "
+    "go: large eigenvalues are directions it learns quickly, tiny ones it barely learns. Pick the "
+    "settings in the sidebar; see **Learn** for the ideas behind each figure."
 )
+_cols = st.columns([1] + [3] * len(presets.SETUPS))
+_cols[0].markdown("**Start from:**")
+for _col, _setup in zip(_cols[1:], presets.SETUPS):
+    _col.button(
+        _setup.label,
+        key=f"explore.setup.{_setup.key}",
+        on_click=ui.set_config,
+        args=(_setup.config(),),
+        width="stretch",
+    )
 ui.show_url_warnings()
 cfg = ui.config_sidebar()
 if cfg is None:
@@ -33,7 +45,7 @@ ker_req = (
 )
 stage_reqs = [r for r in (src_req, ker_req) if r is not None]
 jobs.drop_stale([req.key] + [r.key for r in stage_reqs])
-ui.random_weights_banner(cfg.weights_label)
+ui.random_weights_banner(cfg.weights_label, cfg.to_dict())
 for msg in budget_warnings(cfg):  # before anything trains, not after
     st.warning(state.md_text(msg, limit=2000), icon="⚠️")
 result = jobs.fetch(req, start=False)
@@ -68,12 +80,21 @@ weights = result.get("weights")
 rcfg = result["config"]
 
 # ---- headline numbers ----------------------------------------------------------------------
-c1, c2, c3, c4, c5 = st.columns(5)
-c1.metric(
-    "source test accuracy",
-    figures.pct(src["source_test_acc"]),
-    help=f"f_S on {rcfg['source_data']}'s test images",
-)
+c1, c2, c3, c6, c4, c5 = st.columns(6)
+if src.get("evaluated_on"):  # a pretrained classifier: its ImageNet accuracy
+    c1.metric(
+        "source top-1 (ImageNet photos)",
+        figures.pct(src.get("native_test_acc")),
+        help=f"f_S on {src['evaluated_on']}, at 224×224 (its training resolution); at the "
+        f"{rcfg['source_size']}×{rcfg['source_size']} input it gets here: "
+        f"{figures.pct(src['source_test_acc'])}",
+    )
+else:
+    c1.metric(
+        "source test accuracy",
+        figures.pct(src["source_test_acc"]),
+        help=f"f_S on {rcfg['source_data']}'s test images",
+    )
 c2.metric(
     "target accuracy after the fit",
     figures.pct(fit["target_test_acc"]),
@@ -86,6 +107,12 @@ c3.metric(
     help="the same source model on resized target images, nothing trained",
 )
 stats = (kernel or {}).get("stats") or {}
+c6.metric(
+    "kernel regression acc.",
+    figures.pct((kernel or {}).get("regression_acc")),
+    help="ridge regression with the target NTK from the N kernel samples to as many held-out "
+    "test images: whether the kernel itself carries the target task",
+)
 c4.metric(
     "λ_min of the NTK",
     figures.fmt(stats.get("lambda_min"), 3),

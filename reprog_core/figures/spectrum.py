@@ -200,6 +200,16 @@ def spectrum_stats_rows(kernel: Result) -> list[dict[str, str]]:
                 "itself carry the target task? (chance: 1/c_T)",
             ),
         )
+    if kernel.get("common_share") is not None:
+        rows.append(
+            (
+                "input-independent share",
+                pct(kernel.get("common_share")),
+                "‖mean_i J_i‖² / mean_i ‖J_i‖² = 1ᵀK1 / (N tr K): how much of what θ does to the "
+                "outputs is the same for every image (near 100 %: one dominant direction, which "
+                "moves all images' predictions together)",
+            )
+        )
     if s.get("partial"):
         rows.append(("partial", "yes", "only the top eigenvalues were computed (Lanczos)"))
     return [{"statistic": a, "value": b, "what it means": c} for a, b, c in rows]
