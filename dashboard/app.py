@@ -53,6 +53,7 @@ pages = [
     st.Page(_VIEWS / "learn.py", title="Learn", url_path="learn", icon=":material/school:"),
 ]
 page = st.navigation(pages)
+st.session_state[ui.PAGES] = {p.url_path or "": p for p in pages}  # for ui.switch_to
 # Widget identities include the page, so a widget drawn on two pages (the sidebar) is a new widget
 # after a page switch and must be seeded again from the session's config (ui._seed_widget).
 st.session_state[ui.PAGE_CHANGED] = st.session_state.get(ui.PAGE) != page.url_path

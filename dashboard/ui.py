@@ -42,6 +42,7 @@ CFG = "_cfg"
 PAGE = "_page"  # url_path of the page drawn in this run
 PAGE_CHANGED = "_page_changed"  # True on the first run of a page after another one
 URL_WARNINGS = "_url_warnings"
+PAGES = "_pages"  # url_path -> st.Page of this run (set by app.py)
 
 # Labels, tooltips, ranges and option names of the config fields: ``config.FIELDS`` (FieldInfo);
 # the widgets themselves: ``dashboard/fields.py``.
@@ -93,6 +94,13 @@ def sync_url(cfg: ExperimentConfig, page_params: Mapping[str, str] | None = None
     wanted = {**state.config_to_params(cfg), **(page_params or {})}
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
+
+
+def switch_to(url_path: str) -> None:
+    """Go to the page at ``url_path`` (its config and settings come along in the session)."""
+    page = st.session_state.get(PAGES, {}).get(url_path)
+    if page is not None:
+        st.switch_page(page)
 
 
 def page_param(name: str) -> Any:

@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import downloads, fields, jobs, state, ui
+from dashboard.views import compare_presets
+from dashboard.views.compare_presets import LETTERS, MAX_CONFIGS, VARY, _wkey
 from reprog_core import cautions, data, figures, presets
 from reprog_core.config import (
     FIXED_WEIGHTS,
@@ -24,26 +26,6 @@ from reprog_core.config import (
 )
 from reprog_core.pipeline import sweep_row
 from reprog_core.source_model.training import budget_warnings
-
-LETTERS = "ABCD"
-MAX_CONFIGS = 4
-# The settings a column can change; the rest come from the sidebar.
-VARY = (
-    "source_family",
-    "weights",
-    "depth",
-    "source_data",
-    "target",
-    "transform",
-    "mapping",
-    "n_kernel",
-    "kernel_form",
-    "regime",
-    "optimizer",
-    "loss",
-    "steps",
-    "seed",
-)
 
 
 def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
@@ -67,10 +49,6 @@ def _default_variant(i: int, base: ExperimentConfig) -> dict[str, object]:
     return {}
 
 
-def _wkey(i: int, name: str) -> str:
-    return f"cmp.{i}.{name}"
-
-
 def _regime_changed(i: int) -> None:
     """A column's regime: kernel means sgd + mse; back to practical from sgd + mse means the
     defaults (sgd + mse would be the kernel regime again)."""
@@ -89,22 +67,7 @@ def _fit_changed(i: int) -> None:
     )
 
 
-def _apply(key: str) -> None:
-    """A one-click comparison: its setup becomes the sidebar's config, its columns the columns."""
-    comp = presets.comparison(key)
-    if comp is None:
-        return
-    base_cfg = comp.setup.config()
-    ui.set_config(base_cfg)
-    st.session_state["cmp.n"] = len(comp.columns)
-    for i in range(MAX_CONFIGS):
-        col = comp.configs()[i] if i < len(comp.columns) else base_cfg
-        for name in VARY:
-            st.session_state[_wkey(i, name)] = getattr(col, name)
-    st.session_state["cmp.prev_base"] = base_cfg.to_dict()
-    st.session_state["cmp.warnings"] = []
-
-
+st.session_state.pop("cmp.switch", None)  # set by a one-click comparison: we are here
 st.title("Compare what-ifs")
 st.markdown(
     "Change one or two settings per column and see what they do to the kernel and to the fit. "
@@ -116,7 +79,7 @@ for _col, _comp in zip(st.columns(len(presets.COMPARISONS)), presets.COMPARISONS
     _col.button(
         _comp.label,
         key=f"cmp.preset.{_comp.key}",
-        on_click=_apply,
+        on_click=compare_presets.apply,
         args=(_comp.key,),
         help=_comp.lesson,
         width="stretch",

@@ -1,15 +1,18 @@
-"""Learn: the idea in plain words and formulas, with two small live demonstrations.
+"""Learn: the idea in plain words and formulas, with live demonstrations.
 
-The demonstrations run in this process (well under a second each, cached per setting); their
-numbers come from ``reprog_core.demos`` and their figures from ``reprog_core.figures``.
+Two small ones run in this process (well under a second each, cached per setting; numbers from
+``reprog_core.demos``); two pairs of real experiments come from the backend (the one-click
+comparisons of ``reprog_core.presets``, computed by the server's warm-up).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import demos_cache, state, ui
-from reprog_core import figures
+from dashboard import demos_cache, jobs, state, ui
+from dashboard.views import compare_presets
+from reprog_core import figures, presets
+from reprog_core.pipeline import sweep_row
 
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
 LABEL_NAMES = {
@@ -202,8 +205,107 @@ if widths:
 else:
     st.info("Choose at least one width.")
 
-# ---- 5. reading the other pages ----------------------------------------------------------------
-st.header("5 · Reading the other pages")
+# ---- 5. two questions the spectrum answers, on real models ------------------------------------
+st.header("5 · Two questions, answered on real models")
+st.markdown(
+    "The paper's two claims, each shown by one pair of experiments computed here (and cached: "
+    "the server computes them when it starts). **Which transformation?** The transformation's "
+    "kernel decides. **Which source model?** Its quality decides."
+)
+
+
+def _pair_demo(key: str, explain) -> list[str]:
+    """One one-click comparison, live: spectra overlaid, the numbers side by side, a sentence
+    computed from them. Returns the keys still being computed."""
+    comp = presets.comparison(key)
+    assert comp is not None
+    st.subheader(comp.label[0].upper() + comp.label[1:])
+    reqs = [
+        jobs.Request("explore", cfg, f"Learn: {comp.key}, {letter}")
+        for letter, cfg in zip("AB", comp.configs()[:2])
+    ]
+    results = [jobs.fetch(r) for r in reqs]
+    if any(r is None for r in results):
+        st.info(
+            "Computing this pair (a minute or two on a laptop CPU; the server computes it at "
+            "start-up, so it is usually ready).",
+            icon="⏳",
+        )
+        return [r.key for r in reqs]
+    labels = [
+        f"{letter}: {', '.join(f'{k} {v}' for k, v in over.items())}"
+        for letter, over in zip("AB", comp.columns[:2])
+    ]
+    rows = [sweep_row(r) for r in results]
+    ui.plot(
+        figures.spectra_overlay_figure([r.get("kernel") for r in results], labels),
+        f"learn.{key}.spectra",
+    )
+    st.dataframe(
+        {
+            "": labels,
+            "target acc.": [figures.pct(r["target_test_acc"]) for r in rows],
+            "baseline (none)": [figures.pct(r["baseline_test_acc"]) for r in rows],
+            "kernel regression acc.": [figures.pct(r["regression_acc"]) for r in rows],
+            "λ_min": [figures.fmt(r["lambda_min"], 3) for r in rows],
+            "effective rank": [figures.fmt(r["effective_rank"], 3) for r in rows],
+            "alignment": [figures.fmt(r["alignment"], 3) for r in rows],
+            "input-independent share": [figures.pct(r["common_share"]) for r in rows],
+        },
+        hide_index=True,
+        width="stretch",
+    )
+    st.markdown(state.md_text(explain(rows), limit=2000))
+    st.button(
+        "Open this comparison on the Compare page",
+        key=f"learn.open.{key}",
+        on_click=compare_presets.apply,
+        args=(key,),
+    )
+    return []
+
+
+def _gain(r) -> str:
+    return f"{100 * (r['target_test_acc'] - r['baseline_test_acc']):+.0f} points"
+
+
+def _explain_prompts(rows) -> str:
+    vp, full = rows
+    return (
+        f"The border prompt's Jacobian is {figures.pct(vp['common_share'])} input-independent: "
+        "it adds nearly the same change to every image, so it moves every image's outputs the "
+        f"same way, and its kernel has few directions (effective rank "
+        f"{figures.fmt(vp['effective_rank'], 3)}). The full-image prompt's share is "
+        f"{figures.pct(full['common_share'])} (effective rank "
+        f"{figures.fmt(full['effective_rank'], 3)}). Before any training, that predicts which "
+        f"one can separate the classes; the fits agree: {_gain(vp)} against {_gain(full)} over "
+        "the baseline."
+    )
+
+
+def _explain_weights(rows) -> str:
+    pre, rnd = rows
+    return (
+        f"Same network, same prompt: with ImageNet weights the fit gains {_gain(pre)} over its "
+        f"baseline, with random weights {_gain(rnd)}. The kernel's own regression accuracy ranks "
+        f"them the same way ({figures.pct(pre['regression_acc'])} against "
+        f"{figures.pct(rnd['regression_acc'])}), and so does λ_min "
+        f"({figures.fmt(pre['lambda_min'], 3)} against {figures.fmt(rnd['lambda_min'], 3)}). "
+        "Summaries of the spectrum's shape need not: compare the effective ranks and the "
+        "alignments above. A kernel can be well spread over many directions and still carry "
+        "nothing about the target task."
+    )
+
+
+_waiting = _pair_demo("prompt-shape", _explain_prompts)
+_waiting += _pair_demo("weights", _explain_weights)
+if st.session_state.pop("cmp.switch", False):  # an "Open on Compare" button was pressed
+    ui.switch_to("compare")
+if _waiting:
+    jobs.watch(_waiting)
+
+# ---- 6. reading the other pages ----------------------------------------------------------------
+st.header("6 · Reading the other pages")
 st.markdown(
     """
 - **Spectrum**: the eigenvalues of the target NTK from largest to smallest, on a log scale.
@@ -224,12 +326,18 @@ st.markdown(
   and names the **kernel drift** ‖Θ(θ_t) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F that explains it. A practical
   fit (Adam, cross-entropy, minibatches) gets no prediction on its axes, only the time scales
   its spectrum implies.
-- **RANDOM weights**: without a network, no pretrained CLIP weights can be downloaded here.
-  A `clip-cnn` source with random weights is marked in red on every figure: it shows the method
-  at work, not CLIP's pretrained features.
+- **RANDOM weights**: the control for a pretrained model. The default EfficientNet-Lite0 with
+  random weights is the same network with its seeded initialisation (and its BatchNorm statistics
+  as initialised), knowing nothing; without a network, no pretrained CLIP weights can be
+  downloaded here, so a `clip-cnn` source on an open_clip tower is random unless you supply a
+  checkpoint. Random weights are marked in red on every figure.
+- **Kernel regression accuracy**: ridge regression with the kernel itself from the N kernel
+  samples to as many held-out images: whether the kernel carries the target task at all.
+- **Input-independent share**: ‖mean_i J_i‖² / mean_i ‖J_i‖², how much of what θ does to the
+  outputs is the same for every image.
 """
 )
-st.header("6 · What the paper reports")
+st.header("7 · What the paper reports")
 st.markdown(
     "Chung et al., *Model Reprogramming Demystified: A Neural Tangent Kernel Perspective* "
     "(arXiv 2506.00620, 2025). With CLIP as a frozen feature extractor and a trainable CNN of "
