@@ -44,7 +44,9 @@ DEFAULT_MAX_READ = 2 * 1024**3  # a value file larger than this is never read ba
 # linear even on an unterminated string full of escaped quotes.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
+# Each bracket as a step of the nesting level: +1 for [ and {, -1 (as int8) for ] and }.
+_STEPS = bytes(1 if b in b"[{" else 255 if b in b"]}" else 0 for b in range(256))
+_CHUNK = 1 << 20
 
 
 class CorruptEntry(ValueError):
@@ -63,12 +65,45 @@ def check_json_depth(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> None
     brackets do not pair up); linear in its length, without parsing it."""
     raw = data.encode() if isinstance(data, str) else bytes(data)
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(max_depth):
-        if not brackets:
-            return
-        brackets = _INNERMOST.sub(b"", brackets)  # one nesting level per pass
-    if brackets:
-        raise CorruptEntry(f"JSON nested deeper than {max_depth} levels (or unbalanced)")
+    depth = _nesting(brackets, max_depth)
+    if depth is None:
+        raise CorruptEntry("JSON brackets do not pair up")
+    if depth > max_depth:
+        raise CorruptEntry(f"JSON nested deeper than {max_depth} levels")
+
+
+def _nesting(brackets: bytes, stop: int) -> int | None:
+    """The deepest nesting of a string of brackets (at least ``stop + 1`` once it passes
+    ``stop``: counting ends there); None when they do not pair up."""
+    level = peak = 0
+    if len(brackets) <= _CHUNK:
+        for b in brackets:
+            if b == 91 or b == 123:  # [ {
+                level += 1
+                if level > peak:
+                    peak = level
+                    if peak > stop:
+                        return peak
+            else:
+                level -= 1
+                if level < 0:
+                    return None
+        return peak if level == 0 else None
+    import numpy as np  # here only: a long result (the store's reads stay light)
+
+    steps = brackets.translate(_STEPS)
+    for i in range(0, len(steps), _CHUNK):
+        levels = (
+            np.cumsum(np.frombuffer(steps, np.int8, min(_CHUNK, len(steps) - i), i), dtype=np.int64)
+            + level
+        )
+        if int(levels.min()) < 0:
+            return None
+        peak = max(peak, int(levels.max()))
+        if peak > stop:
+            return peak
+        level = int(levels[-1])
+    return peak if level == 0 else None
 
 
 def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
