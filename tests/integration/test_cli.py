@@ -159,3 +159,98 @@ def test_ntk_json_fields_and_over_budget_refusal(run_cli, monkeypatch):
     proc = run_cli("ntk", "--transform", "fc", "--method", "jacobian", *TINY, check=False)
     assert proc.returncode == 1
     assert "OverBudget" in proc.stderr and "largest N that fits" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ fuzz
+class _WouldCompute(RuntimeError):
+    """Raised where a fuzzed command would start computing (the fuzz tests the boundary)."""
+
+
+def _fuzz_values(tmp_path) -> list[str]:
+    """Values for any flag: good ones, bad ones, and names of server files that must never be
+    opened or run (a FIFO blocks whoever opens it; a code-running pickle writes a canary)."""
+    import pickle
+
+    canary = tmp_path / "canary"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (exec, (f"open({str(canary)!r}, 'w').write('ran')",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": RunsCode()}))
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "out-link.pt").symlink_to(evil)
+    (weights / "passwd.pt").symlink_to("/etc/passwd")
+    (weights / "fifo-link.pt").symlink_to(fifo)
+    return [
+        *("0", "1", "2", "3", "-1", "8", "12", "999999999", "1e9", "0.1", "-0.5"),
+        *("nan", "inf", "-inf", "", " ", "x", "true", "none", "-", "--", "--depth"),
+        *("vp", "fc", "none", "digits", "animal", "shapes", "mnist", "imagenet", "cnn"),
+        *("clip-cnn", "tiny-vit", "tiny-rn", "ViT-B-32", "hf-hub:evil/x", "random", "openai"),
+        *("info", "ls", "default", "lambda_min", "1,2", "vp,fc", "0,1", "1-3", "cpu", "cuda"),
+        *(str(evil), str(fifo), "out-link.pt", "passwd.pt", "fifo-link.pt", "evil.pt"),
+        *("../../etc/passwd", "/proc/self/environ", "~/x.pt", "a/b.pt", "/dev/zero"),
+        *("x` **MDINJ** `y", "\u00e9\u6f22\U0001f600", "a\nb", "a" * 3000, "%s%n", "$(id)"),
+    ]
+
+
+def test_cli_fuzz_100_calls_one_line_no_traceback_nothing_opened(run_cli, tmp_path, monkeypatch):
+    """100 random command lines (commands, flags of each, values good and hostile): each ends
+    with exit 0, 1 or 2 and never a traceback; no server file named in a value is opened (the
+    FIFO has no reader) or run (the canary pickle's file never appears). Where a command would
+    start computing, a stub says so instead: the boundary, not the computations, is fuzzed."""
+    import random
+
+    from reprog_core.backend import service
+    from reprog_core.cli import build_parser
+    from reprog_core.sweep import cli as sweep_cli
+    from tests.integration.test_integrity import within
+    from tests.unit.test_security import _no_reader
+
+    def would_compute(*args, **kwargs):
+        raise _WouldCompute("would compute")
+
+    monkeypatch.setattr(service.Backend, "submit", would_compute)
+    monkeypatch.setattr(sweep_cli, "run_sweep", would_compute)
+    monkeypatch.chdir(tmp_path)  # sweep's default --out is relative
+    values = _fuzz_values(tmp_path)
+    monkeypatch.setenv("REPROG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own
+    flags = {
+        name: [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        for name, sub in commands.items()
+    }
+    for name in flags:
+        flags[name] = [f for f in flags[name] if f not in ("--help", "--download")]
+    rng = random.Random(17)
+    outcomes: list[int] = []
+
+    def fuzz() -> None:
+        for _ in range(100):
+            command = rng.choice(sorted(commands))
+            argv = [command]
+            if command == "cache":
+                argv.append(rng.choice(["info", "ls", "clear", "warm", rng.choice(values)]))
+            for _ in range(rng.randint(0, 6)):
+                argv.append(rng.choice(flags[command] + ["--no-such-flag"]))
+                if rng.random() < 0.85:
+                    argv.append(rng.choice(values))
+            if rng.random() < 0.3:  # often enough, a clip-cnn config whose weights get checked
+                argv += ["--source-family", "clip-cnn", "--backbone", "tiny-vit"]
+                argv += ["--weights", rng.choice(values)]
+            proc = run_cli(*argv, check=False)
+            assert proc.returncode in (0, 1, 2), (argv, proc.returncode, proc.stderr)
+            assert "Traceback" not in proc.stderr, (argv, proc.stderr)
+            if proc.returncode == 2:
+                assert proc.stderr.count("\n") == 1, (argv, proc.stderr)
+            outcomes.append(proc.returncode)
+
+    within(fuzz, 120)  # fails, instead of hanging, if a call opens the FIFO
+    assert len(outcomes) == 100 and {0, 1, 2} <= set(outcomes)
+    assert _no_reader(tmp_path / "fifo.pt")
+    assert not (tmp_path / "canary").exists(), "a fuzzed command ran the canary pickle"

@@ -175,10 +175,20 @@ def _in_thread(fn, timeout: float = 60.0):
     import threading
 
     out: list = []
-    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's own thread
+            errors.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
     t.start()
     t.join(timeout)
     assert not t.is_alive(), "blocked: something opened the FIFO"
+    if errors:
+        raise errors[0]
     return out[0]
 
 
@@ -438,3 +448,63 @@ def test_sweep_out_unwritable_fails_before_computing(tmp_path: Path, capsys) -> 
     assert rc == 2 and err.count("\n") == 1
     assert "--out" in err and "cannot write" in err
     assert "[1/1]" not in err  # no point was computed
+
+
+# ------------------------------------------------------------------------------ URL fuzz
+def test_url_fuzz_200_urls_never_open_or_run_a_server_file(tmp_path: Path, monkeypatch) -> None:
+    """200 random URLs (any field, any value: good ones, paths, links out of the weights folder,
+    a FIFO, a code-running pickle, markdown, huge ranges, long and odd text), each parsed as the
+    dashboard does (the config, a Compare variant, the server check): no exception, every warning
+    one line, no weights that name a path or a link out of the folder, the FIFO never opened and
+    the canary pickle never run."""
+    import os
+    import random
+
+    from dashboard import state
+
+    canary = tmp_path / "canary"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _RunsCode(canary)}))
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "mine.pt").write_bytes(b"a checkpoint (never loaded by parsing)")
+    (folder / "out-link.pt").symlink_to(evil)
+    (folder / "passwd.pt").symlink_to("/etc/passwd")
+    (folder / "fifo-link.pt").symlink_to(fifo)
+    monkeypatch.setenv("REPROG_WEIGHTS_DIR", str(folder))
+    refused = {"out-link.pt", "passwd.pt", "fifo-link.pt"}
+    hostile = [
+        *("../../../../etc/passwd", "/proc/self/environ", str(fifo), str(evil), "~/x.pt"),
+        *("./x.pt", "a/b.pt", "out-link.pt", "passwd.pt", "fifo-link.pt", "mine.pt", ".x.pt"),
+        *("random", "openai", "imagenet", "tiny-vit", "tiny-rn", "hf-hub:evil/m", "local-dir:/"),
+        *("clip-cnn", "cnn", "vp", "fc", "digits", "animal", "1", "0", "-3", "6", "99999999"),
+        *("1-300000000", "1,2,3", "nan", "inf", "-inf", "1e308", "0.05", "", " ", "true"),
+        *(INJECT, "**bold** [link](http://x)", "a\n\n# h", "\u00e9\U0001f600", "x" * 5000),
+        *("depth:6,transform:fc", "weights:../../etc/passwd", f"weights:{fifo}", "n_kernel:1e9"),
+    ]
+    keys = [*state.URL_FIELDS, "c2", "depths", "data_root", "no-such-key", INJECT]
+    rng = random.Random(17)
+    urls = []
+    for _ in range(200):
+        url = {rng.choice(keys): rng.choice(hostile) for _ in range(rng.randint(1, 6))}
+        if rng.random() < 0.5:  # often enough, a clip-cnn config whose weights get checked
+            url.update({**CLIP, "weights": rng.choice(hostile)})
+        urls.append(url)
+
+    def parse_all() -> int:
+        for url in urls:
+            cfg, warnings = state.parse_config(url, extra_keys=("c2", "depths"))
+            over, more = state.parse_overrides("c2", url.get("c2", ""), cfg, state.URL_FIELDS)
+            problem = state.server_problem(cfg.replace(**over)) or ""
+            assert cfg.weights not in refused and over.get("weights") not in refused, url
+            for weights in (cfg.weights, over.get("weights", "")):
+                assert "/" not in weights and not weights.startswith((".", "~")), url
+            for text in [*warnings, *more, problem]:
+                assert "\n" not in text, (url, text)
+        return len(urls)
+
+    assert _in_thread(parse_all, 120) == 200  # fails, instead of hanging, if the FIFO is opened
+    assert _no_reader(fifo)
+    assert not canary.exists(), "parsing a URL ran the canary pickle"
