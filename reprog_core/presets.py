@@ -16,8 +16,9 @@ from reprog_core.config import ExperimentConfig
 @dataclass(frozen=True)
 class Setup:
     key: str  # URL-safe name
-    label: str  # what a page calls it
+    label: str  # what a page calls it (a button: short)
     changes: dict[str, Any] = field(default_factory=dict)  # to ExperimentConfig()
+    description: str = ""  # one sentence: what it is
 
     def config(self) -> ExperimentConfig:
         return ExperimentConfig(**self.changes)
@@ -38,17 +39,23 @@ class Comparison:
 
 PRETRAINED = Setup(
     "pretrained",
-    "ImageNet EfficientNet-Lite0 → MNIST, border prompt (the default)",
+    "ImageNet model → MNIST (default)",
+    description="EfficientNet-Lite0 trained on ImageNet, reprogrammed to MNIST digits by a "
+    "border prompt",
 )
 PIXEL = Setup(
     "pixel",
-    "pixel CNN trained on animal silhouettes → digits (small, trained here)",
+    "pixel CNN: animals → digits",
     {"source_family": "cnn", "source_size": 32, "target": "digits", "transform": "fc"},
+    "a small CNN trained here on animal silhouettes, reprogrammed to scikit-learn's digits by a "
+    "fully connected layer (the earlier default pair)",
 )
 ENCODER_HEAD = Setup(
     "encoder-head",
-    "frozen ImageNet encoder + CNN head trained on animal silhouettes → MNIST (the paper's set-up)",
+    "ImageNet encoder + CNN head",
     {"source_family": "clip-cnn", "backbone": "efficientnet-lite0"},
+    "the paper's set-up: a frozen ImageNet encoder with a CNN head of depth L trained on animal "
+    "silhouettes, reprogrammed to MNIST",
 )
 SETUPS = (PRETRAINED, PIXEL, ENCODER_HEAD)
 

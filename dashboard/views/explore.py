@@ -27,6 +27,7 @@ for _col, _setup in zip(_cols[1:], presets.SETUPS):
         key=f"explore.setup.{_setup.key}",
         on_click=ui.set_config,
         args=(_setup.config(),),
+        help=_setup.description,
         width="stretch",
     )
 ui.show_url_warnings()

@@ -175,8 +175,11 @@ class _Frozen(nn.Module):
         return super().train(False)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device=self.mean.device, dtype=self.mean.dtype)
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = (x.to(device=self.mean.device, dtype=self.mean.dtype) - self.mean) / self.std
+        try:  # channels-last: about 2x faster convolutions on a CPU
+            return x.contiguous(memory_format=torch.channels_last)
+        except RuntimeError:  # inside torch.func.vmap (the Jacobian path), which has no such rule
+            return x
 
 
 class EfficientNetLite0(_Frozen):
