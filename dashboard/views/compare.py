@@ -234,7 +234,7 @@ for msg, letters in _budget.items():
 keys = [r.key for r in reqs]
 jobs.drop_stale(keys)
 for _, c in valid:
-    ui.random_weights_banner(c.weights_label)
+    ui.random_weights_banner(c.weights_label, c.to_dict())
     if c.weights_label == "random":
         break
 results = [jobs.fetch(r) for r in reqs]

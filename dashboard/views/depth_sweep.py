@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import downloads, jobs, state, ui
 from dashboard.views import saved_sweep
-from reprog_core import figures
+from reprog_core import figures, presets
 from reprog_core.pipeline import sweep_row
 from reprog_core.sweep.grid import SWEEP_TASK, grid_points
 
@@ -45,6 +45,21 @@ cfg = ui.config_sidebar(
     fixed={"depth": "set by the sweep on this page", "transform": "set by the sweep on this page"}
 )
 if cfg is None:
+    st.stop()
+if cfg.is_pretrained_classifier:
+    # A classifier used as it is has no depth: the paper's set-up puts a CNN head of depth L on
+    # a frozen encoder, here the same ImageNet EfficientNet-Lite0.
+    st.info(
+        f"The source model in the sidebar ({cfg.source_family}) is a pretrained classifier used "
+        "as it is: it has no depth to vary. The paper's experiment puts a CNN head of depth 1 to "
+        "6 on a frozen pretrained encoder and trains the head on a source data set.",
+        icon="ℹ️",
+    )
+    st.button(
+        "Use the paper's set-up: the ImageNet encoder + a CNN head trained on the source data",
+        on_click=ui.set_config,
+        args=(presets.ENCODER_HEAD.config(),),
+    )
     st.stop()
 
 if ui.first_visit("depth-sweep"):
@@ -95,7 +110,7 @@ for why in invalid:  # e.g. vp needs target_size < source_size
 reqs = [jobs.Request(SWEEP_TASK, p, f"depth {p.depth}, {p.transform}") for p in points]
 keys = [r.key for r in reqs]
 jobs.drop_stale(keys)
-ui.random_weights_banner(cfg.weights_label)
+ui.random_weights_banner(cfg.weights_label, cfg.to_dict())
 
 asked = st.session_state.setdefault("sw.asked", set())
 results = [jobs.fetch(r, start=r.key in asked) for r in reqs]
