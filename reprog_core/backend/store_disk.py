@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, MODE_TEXT, UNKNOWN
@@ -116,40 +115,45 @@ def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise CorruptEntry(f"JSON does not decode ({type(exc).__name__}: {exc})") from None
 
 
-def read_regular_file(path: str, limit: int, head: int | None = None) -> tuple[bytes, int]:
-    """(the bytes of ``path``, its size): all of it, or its first ``head`` bytes.
+def open_regular_file(path: str, limit: int) -> tuple[BinaryIO, int]:
+    """(``path`` opened for reading, its size); the file's ``name`` is ``path``.
 
     ``CorruptEntry`` unless ``path`` is a regular file (not a link, FIFO, device or folder) of at
-    most ``limit`` bytes; ``OSError`` when it cannot be read (missing). Never blocks: a FIFO is
-    refused before it is opened, and opened non-blocking should it be swapped in meanwhile."""
+    most ``limit`` bytes; ``OSError`` when it cannot be opened (missing). Never blocks: a FIFO is
+    refused before it is opened, and opened non-blocking should one be swapped in meanwhile."""
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
         raise CorruptEntry(f"value file is not a regular file ({_file_type(st.st_mode)})")
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    extra = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | extra))  # noqa: SIM115
+    except IsADirectoryError:
+        raise CorruptEntry("value file is not a regular file (a folder)") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise CorruptEntry("value file is a symbolic link") from None
+            raise CorruptEntry("value file is not a regular file (a symbolic link)") from None
         raise
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        st = os.fstat(fd)
+    try:
+        st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise CorruptEntry(f"value file is not a regular file ({_file_type(st.st_mode)})")
         if st.st_size > limit:
             raise CorruptEntry(f"value file is {st.st_size} bytes, over the {limit}-byte bound")
-        want = limit + 1 if head is None else min(head, limit + 1)
-        chunks, got = [], 0
-        while got < want:
-            chunk = f.read(want - got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        data = b"".join(chunks)
+    except BaseException:
+        f.close()
+        raise
+    return f, st.st_size
+
+
+def read_regular_file(path: str, limit: int, head: int | None = None) -> tuple[bytes, int]:
+    """(the bytes of ``path``, its size): all of it, or its first ``head`` bytes; under the
+    rules of ``open_regular_file``."""
+    f, size = open_regular_file(path, limit)
+    with f:
+        data = f.read(limit + 1 if head is None else min(head, limit + 1))
     if len(data) > limit:
         raise CorruptEntry(f"value file grew past the {limit}-byte bound while read")
-    return data, st.st_size
+    return data, size
 
 
 def _file_type(mode: int) -> str:
@@ -239,11 +243,13 @@ class SafeDisk(diskcache.Disk):
                 f"row stored in diskcache mode {mode} (e.g. a pickle); never unpickled"
             )
         if filename is not None:
+            if read and mode == MODE_BINARY:  # diskcache's ``get(read=True)``: an open file
+                return open_regular_file(self._inside(filename), self.max_read)[0]
             value = self.read_file(filename)
         elif mode != MODE_JSON:
             raise CorruptEntry(f"row in diskcache mode {mode} names no value file")
         if mode == MODE_BINARY:
-            return io.BytesIO(value) if read else value
+            return value
         if mode == MODE_TEXT:
             try:
                 return value.decode("utf-8")
