@@ -8,12 +8,16 @@
 Scenarios, in one process, through the cached backend (thread workers, one slot) on a temporary
 ``REPROG_CACHE_DIR`` (so nothing is cached at the start, and nothing of yours is touched):
 
-1. ``cold``: ``ExperimentConfig()`` as the library defines it when this runs (read at run time),
-   everything computed: source training, target kernel, fit, baseline.
-2. ``whatif_cached_source``: the same with another transform (vp -> fc, else vp): the stored
-   source model is reused.
-3. ``whatif_new_source``: the same with another depth: a new source model is trained.
-4. ``cached``: the default config again: a result-store hit.
+two setups (``reprog_core.presets``), each on its own fresh backend:
+
+* ``pretrained``, the default Explore (``ExperimentConfig()`` at run time): ``cold`` (everything
+  computed: source loaded, target kernel, fit, baseline), ``whatif_weights`` (random weights: what
+  the default Compare asks next), ``whatif_transform`` (fc), ``cached`` (a result-store hit);
+* ``pixel``, the earlier default pair: ``cold`` (the source trained), ``whatif_cached_source``
+  (another transform: the stored source is reused), ``whatif_new_source`` (another depth: a new
+  source is trained), ``cached``.
+
+Each scenario reports wall seconds and the process's CPU seconds.
 
 Stage times come from timers around the pipeline's steps (``reprog_core.pipeline``'s
 ``load_or_train_source``, ``target_data``, ``_target_kernel``, ``fit_with_spectrum``,
@@ -27,9 +31,9 @@ input gradients with a float64 Gram (with its precision check), in the same run,
 N = 512 (``--kernel-n``) on the default source; the run fails (exit 1) unless the ranks are equal
 and the eigenvalues >= 1e-6 λ_max agree within 1e-6 relative.
 
-JSON keys: cold_s, whatif_cached_source_s, whatif_new_source_s, first_result_s, cached_s,
-stages ({scenario: {stage: seconds}}), threads, load (os.getloadavg() before and after), and
-kernel_paths, configs, device, date.
+JSON keys: setups ({setup: {<scenario>_s, <scenario>_cpu_s, first_result_s, stages ({scenario:
+{stage: seconds, total, cpu, cache}}), configs}}), threads, load (os.getloadavg() before and
+after), and kernel_paths (on the pixel setup's source), device, date.
 """
 
 from __future__ import annotations
@@ -124,22 +128,39 @@ class StageTimer:
 # ----------------------------------------------------------------------------- scenarios
 
 
-def scenario_configs(quick: bool) -> dict[str, Any]:
-    """The configs of the four scenarios, from the library's defaults at run time."""
-    from reprog_core.config import LIMITS, ExperimentConfig
+QUICK = dict(  # a tiny version of a setup: seconds, for the test
+    source_per_class=20,
+    source_epochs=1,
+    target_per_class=10,
+    width=8,
+    steps=6,
+    eval_every=3,
+    n_kernel=8,
+)
 
-    base = ExperimentConfig()
-    if quick:  # a tiny version of the same defaults: seconds, for the test
-        base = base.replace(
-            source_per_class=20,
-            source_epochs=1,
-            target_per_class=10,
-            width=8,
-            steps=6,
-            eval_every=3,
-            n_kernel=8,
-        )
+
+def scenario_configs(quick: bool, setup: str = "pretrained") -> dict[str, Any]:
+    """The configs of one setup's scenarios, from the library's defaults at run time.
+
+    ``pretrained`` (the default Explore): cold; the what-if the default Compare offers (random
+    weights: the same data, nothing else to reuse); another transform (fc: the loaded model and
+    the target data are reused); cached. ``pixel`` (the earlier default pair, trained here):
+    cold; another transform (the stored source is reused); another depth (a new source); cached.
+    """
+    from reprog_core import presets
+    from reprog_core.config import LIMITS
+
+    base = {"pretrained": presets.PRETRAINED, "pixel": presets.PIXEL}[setup].config()
+    if quick:
+        base = base.replace(**QUICK, **({"source_size": 32} if setup == "pretrained" else {}))
     other_transform = "fc" if base.transform != "fc" else "vp"
+    if setup == "pretrained":
+        return {
+            "cold": base,
+            "whatif_weights": base.replace(weights="random"),
+            "whatif_transform": base.replace(transform=other_transform),
+            "cached": base,
+        }
     depth_hi = LIMITS["depth"][1]
     new_depth = base.depth + 1 if base.depth < min(depth_hi, 6) else base.depth - 1
     return {
@@ -150,24 +171,27 @@ def scenario_configs(quick: bool) -> dict[str, Any]:
     }
 
 
-def run_scenarios(device: str, quick: bool) -> dict[str, Any]:
-    """Time the four scenarios through a fresh backend (see the module doc)."""
+def run_scenarios(device: str, quick: bool, setup: str = "pretrained") -> dict[str, Any]:
+    """Time one setup's scenarios through a fresh backend (see the module doc): wall seconds
+    and the process's CPU seconds (the backend computes in a thread of this process)."""
     from reprog_core.backend import Backend
     from reprog_core.pipeline import TASKS
     from reprog_core.runtime import cache_dir
 
-    configs = scenario_configs(quick)
+    configs = scenario_configs(quick, setup)
     timer = StageTimer()
     totals: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     caches: dict[str, str] = {}
     backend = Backend(cache_dir(), cpu_workers=1, isolation="thread", device=device, tasks=TASKS)
     try:
         with timer.install():
             for name, cfg in configs.items():
                 timer.scenario(name)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 result = backend.run("explore", cfg, {"device": device})
                 totals[name] = time.perf_counter() - t0
+                cpu[name] = time.process_time() - c0
                 caches[name] = str(result.get("cache", "?"))
     finally:
         backend.close()
@@ -176,20 +200,18 @@ def run_scenarios(device: str, quick: bool) -> dict[str, Any]:
         row = {k: round(v, 3) for k, v in timer.stages.get(name, {}).items()}
         row["other"] = round(max(0.0, totals[name] - sum(row.values())), 3)
         row["total"] = round(totals[name], 3)
+        row["cpu"] = round(cpu[name], 3)
         row["cache"] = caches[name]
         if name in timer.first:
             row["first_result"] = round(timer.first[name], 3)
         stages[name] = row
-    first = timer.first.get("whatif_cached_source", totals["whatif_cached_source"])
-    return {
-        "cold_s": round(totals["cold"], 3),
-        "whatif_cached_source_s": round(totals["whatif_cached_source"], 3),
-        "whatif_new_source_s": round(totals["whatif_new_source"], 3),
-        "first_result_s": round(first, 3),
-        "cached_s": round(totals["cached"], 3),
-        "stages": stages,
-        "configs": {k: _diff(configs["cold"], v) for k, v in configs.items()},
-    }
+    out = {f"{name}_s": round(totals[name], 3) for name in configs}
+    out.update({f"{name}_cpu_s": round(cpu[name], 3) for name in configs})
+    second = list(configs)[1]
+    out["first_result_s"] = round(timer.first.get(second, totals[second]), 3)
+    out["stages"] = stages
+    out["configs"] = {k: _diff(configs["cold"], v) for k, v in configs.items()}
+    return out
 
 
 def _diff(base: Any, cfg: Any) -> dict[str, Any]:
@@ -296,12 +318,18 @@ def print_table(res: dict[str, Any]) -> None:
         f"{res['load']['end']})\n"
     )
     cols = ["source", "data", "kernel", "fit", "baseline", "other"]
-    print("| scenario | total s | first result s | " + " | ".join(cols) + " | cache |")
-    print("|---|---|---|" + "---|" * len(cols) + "---|")
-    for name, row in res["stages"].items():
-        cells = " | ".join(f"{row.get(c, 0.0):.2f}" for c in cols)
-        first = f"{row['first_result']:.2f}" if "first_result" in row else "-"
-        print(f"| {name} | {row['total']:.2f} | {first} | {cells} | {row['cache']} |")
+    print(
+        "| setup | scenario | wall s | CPU s | first result s | " + " | ".join(cols) + " | cache |"
+    )
+    print("|---|---|---|---|---|" + "---|" * len(cols) + "---|")
+    for setup, sres in res["setups"].items():
+        for name, row in sres["stages"].items():
+            cells = " | ".join(f"{row.get(c, 0.0):.2f}" for c in cols)
+            first = f"{row['first_result']:.2f}" if "first_result" in row else "-"
+            print(
+                f"| {setup} | {name} | {row['total']:.2f} | {row['cpu']:.2f} | {first} | {cells} "
+                f"| {row['cache']} |"
+            )
     if res.get("kernel_paths"):
         print(
             "\n| kernel | N | all-float64 s | float32 G + float64 Gram s | speed-up "
@@ -345,9 +373,14 @@ def main(argv: list[str] | None = None) -> int:
             from reprog_core.runtime import pin_threads, thread_policy
 
             pin_threads()
-            res: dict[str, Any] = run_scenarios(args.device, args.quick)
+            res: dict[str, Any] = {
+                "setups": {
+                    setup: run_scenarios(args.device, args.quick, setup)
+                    for setup in ("pretrained", "pixel")
+                }
+            }
             n = args.kernel_n or (32 if args.quick else 512)
-            base = scenario_configs(args.quick)["cold"]
+            base = scenario_configs(args.quick, "pixel")["cold"]
             res["kernel_paths"] = (
                 [] if args.no_kernel_paths else kernel_paths(base, n, args.transforms, args.device)
             )
