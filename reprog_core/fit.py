@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprog_core import data
-from reprog_core.config import ExperimentConfig, LossKind, MappingKind, OptimizerKind
+from reprog_core.config import (
+    ExperimentConfig,
+    LossKind,
+    MappingKind,
+    OptimizerKind,
+    sgd_step_size,
+)
 from reprog_core.input_transform import InputTransform, build_transform
 from reprog_core.label_mapping import build_mapping, fit_frequency_mapping
 from reprog_core.results import FitCurves, FitResult
@@ -217,7 +223,9 @@ def reprogram(
         _record_eval(
             curves, last_step, model, x_eval, y_eval, x_kern, y_kern, final_acc if whole else None
         )
-    before, after = _examples(model, td.x_test[:N_EXAMPLES].to(device), cfg.source_size)
+    # One test image of each class in turn (test splits are often sorted by class).
+    shown = data.per_class_indices(td.y_test, 1, cfg.seed)[:N_EXAMPLES]
+    before, after = _examples(model, td.x_test[shown].to(device), cfg.source_size)
     prompt = model.transform.prompt_image()
     result = FitResult(
         config=cfg.to_dict(),
@@ -240,17 +248,95 @@ def reprogram(
     return model, result
 
 
+def baseline_step_size(
+    cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
+) -> float:
+    """The step size the ``none`` baseline trains a learned mapping at: the one the config's own
+    fit gives its mapping. 0.0 when the mapping has nothing to train (identity, FLM, ILM).
+
+    The fit trains a learned read-out b beside theta at one step size, so the baseline trains b
+    alone at it: ``lr`` when set; else, for Adam, the transform's default (``transforms.SPECS``);
+    for sgd the rule the fit uses, eta = rho N / lambda_max of the full kernel of what is trained,
+    here b's own (``readout_lambda_max``) on the images it trains on. A config whose transform is
+    ``none`` is its own baseline: its fit's step size (``lr``, else 0: nothing trained).
+    """
+    if cfg.mapping != MappingKind.LEARNED.value:
+        return 0.0
+    if cfg.transform == "none":
+        return float(cfg.lr) if cfg.lr > 0 else 0.0
+    if not cfg.lr_from_spectrum:
+        return cfg.effective_lr
+    base = cfg.replace(transform="none")
+    model = build_reprogrammed(base, source, len(td.classes), n_source)
+    x, _ = training_set(base, td)
+    device = next(source.parameters()).device
+    z = _source_logits(model, x.to(device)).double().cpu()
+    return sgd_step_size(cfg.rho, len(x), readout_lambda_max(z))
+
+
+def readout_lambda_max(z: torch.Tensor) -> float:
+    """lambda_max of the full NTK of a linear read-out f = W z + b w.r.t. (W, b) on source logits
+    z (N, c_S): K((i, a), (j, a')) = (<z_i, z_j> + 1) delta_{a a'}, so the N x N matrix
+    Z Z^T + 1 1^T holds every eigenvalue (each c_T times)."""
+    z = z.double()
+    gram = z @ z.T + 1.0
+    return float(torch.linalg.eigvalsh(gram)[-1])
+
+
+def baseline_note(cfg: ExperimentConfig, lr: float, n_target: int, n_source: int) -> str:
+    """What the ``none`` baseline of ``cfg`` trained or fitted, in a few words (the record's
+    ``baseline_note``, the page's help on the baseline)."""
+    images = (
+        f"the N = {cfg.n_kernel} kernel samples"
+        if cfg.optimizer == OptimizerKind.SGD.value
+        else "the resized training images"
+    )
+    if cfg.mapping == MappingKind.IDENTITY.value:
+        return (
+            f"nothing trained or fitted: target class k reads source output k (identity, the "
+            f"first {n_target} of {n_source})"
+        )
+    if cfg.mapping in (MappingKind.FLM.value, MappingKind.ILM.value):
+        return (
+            f"FLM fitted on {images} (each target class reads the source output it is most "
+            "often predicted as), nothing trained"
+            + (
+                " (ILM is FLM here: with nothing trained it is computed once)"
+                if cfg.mapping == MappingKind.ILM.value
+                else ""
+            )
+        )
+    if lr <= 0:
+        return (
+            f"nothing trained: the learned {n_target}×{n_source} read-out stays at its "
+            "initialisation (identity on the first outputs), transform 'none' having step size 0; "
+            "set lr to train it"
+        )
+    if cfg.optimizer == OptimizerKind.SGD.value:
+        how = (
+            "the fit's lr"
+            if cfg.lr > 0
+            else f"η = ρ·N/λ_max of the read-out's own kernel, ρ = {cfg.rho:g}"
+        )
+        opt = f"full-batch gradient descent on {images}"
+    else:
+        how = "the fit's lr" if cfg.lr > 0 else f"Adam's step size for {cfg.transform}"
+        opt = f"Adam on minibatches of {cfg.batch_size} training images"
+    return (
+        f"the learned {n_target}×{n_source} read-out trained alone for {cfg.steps} steps at lr "
+        f"{lr:.3g} ({how}; {opt}, {cfg.loss} loss), on the resized images"
+    )
+
+
 def baseline_accuracy(
     cfg: ExperimentConfig, source: nn.Module, td: TargetData, n_source: int
 ) -> float:
-    """Target test accuracy of the same source with transform ``none`` (and the same mapping kind;
-    FLM/ILM are fitted on the resized images, a learned mapping is trained alone)."""
-    base = cfg.replace(transform="none")
-    # 'none' has no theta; its step size only matters to a learned mapping, which (as before
-    # v2) is left at its initialisation under sgd, whose step size comes from a theta-kernel.
-    _, res = reprogram(
-        base, source, td, n_source=n_source, lr=0.0 if base.lr_from_spectrum else None
-    )
+    """Target test accuracy of the same source with transform ``none`` and the same mapping kind:
+    FLM/ILM are fitted on the resized images, identity is used as it is, and a learned mapping is
+    trained alone, at the step size the config's fit gives it (``baseline_step_size``); what it
+    trained is ``baseline_note``."""
+    lr = baseline_step_size(cfg, source, td, n_source)
+    _, res = reprogram(cfg.replace(transform="none"), source, td, n_source=n_source, lr=lr)
     return res.target_test_acc
 
 

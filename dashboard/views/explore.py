@@ -84,7 +84,7 @@ rcfg = result["config"]
 c1, c2, c3, c6, c4, c5 = st.columns(6)
 if src.get("evaluated_on"):  # a pretrained classifier: its ImageNet accuracy
     c1.metric(
-        "source top-1 (ImageNet photos)",
+        "source top-1",
         figures.pct(src.get("native_test_acc")),
         help=f"f_S on {src['evaluated_on']}, at 224×224 (its training resolution); at the "
         f"{rcfg['source_size']}×{rcfg['source_size']} input it gets here: "
@@ -97,25 +97,25 @@ else:
         help=f"f_S on {rcfg['source_data']}'s test images",
     )
 c2.metric(
-    "target accuracy after the fit",
+    "target acc. (fit)",
     figures.pct(fit["target_test_acc"]),
     delta=f"{100 * (fit['target_test_acc'] - fit['initial_test_acc']):+.1f} points vs before",
     help="target test accuracy of f_T = b ∘ f_S ∘ a_θ after training θ",
 )
 c3.metric(
-    "baseline (transform none)",
+    "baseline (none)",
     figures.pct(fit.get("baseline_test_acc")),
     help="the same source model on resized target images, nothing trained",
 )
 stats = (kernel or {}).get("stats") or {}
 c6.metric(
-    "kernel regression acc.",
+    "kernel regression",
     figures.pct((kernel or {}).get("regression_acc")),
     help="ridge regression with the target NTK from the N kernel samples to as many held-out "
     "test images: whether the kernel itself carries the target task",
 )
 c4.metric(
-    "λ_min of the NTK",
+    "λ_min (NTK)",
     figures.fmt(stats.get("lambda_min"), 3),
     help="smallest eigenvalue above the tolerance",
 )
