@@ -38,7 +38,8 @@ def test_job_error_on_the_page_is_sanitised() -> None:
     from reprog_core.runtime import data_root
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
-    at.query_params.update({"source_data": "cifar10", "source_epochs": "1"})
+    # A family that trains its source on source_data (the default classifier comes pretrained).
+    at.query_params.update({"source_family": "cnn", "source_data": "cifar10", "source_epochs": "1"})
     deadline = time.monotonic() + 120
     at.run()
     while not at.error and time.monotonic() < deadline:  # the browser's polling, by hand
