@@ -30,6 +30,7 @@ from torch import nn
 
 from reprog_core import data
 from reprog_core.backend.errors import DiskFull
+from reprog_core.backend.store_disk import read_regular_file
 from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
 from reprog_core.results import SourceResult
 from reprog_core.runtime import cache_dir, resolve_device, seed_everything
@@ -88,6 +89,7 @@ def source_draws(
 
 
 STORE_FORMAT = 2  # 2: the file carries ``sha256`` of its content (``_content_digest``)
+STORED_SOURCE_MAX_BYTES = 1 << 30  # a stored source model larger than this is not one of ours
 
 
 class StoredSourceInvalid(ValueError):
@@ -278,7 +280,10 @@ def save_source(state: dict[str, torch.Tensor], result: dict, path: Path) -> Non
 def read_stored_source(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The state_dict and result record stored at ``path``, verified: raises
     ``StoredSourceInvalid`` when the checksum is missing or wrong or a weight is not finite."""
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    # A regular file within a bound, read without blocking (a FIFO put in its place would hang
+    # torch.load): anything else is a corrupt entry, retrained like a bad checksum.
+    blob, _ = read_regular_file(str(path), STORED_SOURCE_MAX_BYTES)
+    stored = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     if not isinstance(stored, dict) or "sha256" not in stored:
         raise StoredSourceInvalid("no checksum (written by an older version)")
     state, result = stored.get("state_dict"), stored.get("result")

@@ -433,3 +433,29 @@ def test_cli_when_not_even_the_cache_folder_fits(mount_tmpfs, run_cli, monkeypat
         line = f"disk full at {cache}: free space or set REPROG_CACHE_DIR"
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr == f"python -m reprog_core {argv[0]}: {line}\n"
+
+
+# ------------------------------------------------------------------------------ stored sources
+def test_a_stored_source_replaced_by_a_fifo_is_retrained_not_waited_on(tmp_path, monkeypatch):
+    """A stored source model is read like the store's own files: a FIFO in its place (torch.load
+    would block on it) is a corrupt entry, and the source is trained again."""
+    from tests.configs import PIXEL
+
+    from reprog_core.source_model.training import load_or_train_source, stored_source_path
+
+    monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(
+        **{**PIXEL, "source_size": 12, "depth": 1, "width": 4},
+        source_per_class=10,
+        source_epochs=1,
+    )
+    _, first = load_or_train_source(cfg, device="cpu")
+    path = stored_source_path(cfg)
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        _, again = within(lambda: load_or_train_source(cfg, device="cpu"), timeout=60)
+    finally:
+        release_fifo(path)
+    assert again.source_test_acc == first.source_test_acc  # retrained: the same seeded model
+    assert path.is_file()
