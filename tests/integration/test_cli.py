@@ -12,8 +12,10 @@ import sys
 import pytest
 
 from reprog_core.source_model.clip import loading, offline
+from tests.configs import PIXEL_FLAGS
 
-TINY = [
+TINY = [  # the pixel pair, tiny; flags after it override it
+    *PIXEL_FLAGS,
     "--width",
     "8",
     "--depth",
@@ -56,10 +58,14 @@ def test_python_m_reprog_core_smoke(tmp_path):
 def test_datasets_lists_offline_and_downloadable_sets(run_cli):
     out = json.loads(run_cli("datasets", "--json").stdout)
     names = {d["name"]: d for d in out["datasets"]}
-    for name in ("digits", "animal", "lfw-faces", "shapes"):
+    for name in ("digits", "animal", "lfw-faces", "shapes", "mnist"):
         assert names[name]["offline"]
-    for name in ("cifar10", "cifar100", "svhn", "stl10", "mnist", "fashion-mnist", "gtsrb"):
+    for name in ("cifar10", "cifar100", "svhn", "stl10", "mnist-full", "gtsrb"):
         assert not names[name]["offline"]
+    # Fashion-MNIST is offline exactly where Debian's package put its files.
+    debian = os.path.isdir("/usr/share/datasets/fashion-mnist")
+    if not os.environ.get("REPROG_FASHION_MNIST_DIR"):
+        assert names["fashion-mnist"]["offline"] == debian
 
 
 @pytest.mark.slow
@@ -116,13 +122,13 @@ def test_offline_weight_tag_fails_fast_and_says_how_to_supply_weights(run_cli, m
     )
     proc = run_cli(
         "train-source",
+        *TINY,  # first: the flags after it override its pixel family
         "--source-family",
         "clip-cnn",
         "--backbone",
         "ViT-B-32",
         "--weights",
         "openai",
-        *TINY,
         check=False,
     )
     assert proc.returncode == 1
