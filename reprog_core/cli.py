@@ -156,7 +156,7 @@ def _stored(kind: str, params: dict[str, Any], args) -> tuple[ExperimentConfig, 
     """The stored result of the flags' request, looked up without importing torch (a cached
     answer then takes a fraction of a second instead of the seconds torch takes to load), with
     the same key and fields as the backend's hit; None when there is none (or when the request
-    needs checks that load more: ``--download``, clip-cnn weights other than 'random'). The
+    needs checks that load more: ``--download``, an open_clip tag or checkpoint). The
     request then goes through ``_run``, which validates everything."""
     if getattr(args, "download", False):
         return None
@@ -165,7 +165,7 @@ def _stored(kind: str, params: dict[str, Any], args) -> tuple[ExperimentConfig, 
         cfg = ExperimentConfig.for_lookup({k: v for k, v in vars(args).items() if k in fields})
     except ConfigError:
         return None
-    if cfg.uses_backbone and cfg.weights != "random":
+    if cfg.needs_weights_check:  # a tag or a checkpoint: checked by loading more
         return None
     if args.device:
         params = {**params, "device": args.device}
