@@ -51,8 +51,11 @@ def _subtitle(rows: Sequence[Row], extra: str = "") -> str:
     r = rows[0]
     seeds = sorted({r2["seed"] for r2 in rows})
     backbone = f" ({r.get('backbone')})" if r.get("source_family") == "clip-cnn" else ""
+    source = (
+        "ImageNet" if r.get("source_family") == "efficientnet-lite0" else f"{r.get('source_data')}"
+    )
     text = (
-        f"{r.get('source_family')}{backbone} on {r.get('source_data')} → {r.get('target')} · "
+        f"{r.get('source_family')}{backbone} on {source} → {r.get('target')} · "
         f"{r.get('steps')} fit steps · seeds {', '.join(map(str, seeds))}"
     )
     return f"{text} · {extra}" if extra else text

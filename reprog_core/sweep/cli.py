@@ -81,13 +81,21 @@ def main_from_args(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     live = sys.stderr.isatty() and not as_json
     weights = base.weights_label
+    source = (
+        f"{base.source_family} (pretrained classifier)"
+        if base.is_pretrained_classifier
+        else f"{base.source_family} on {base.source_data}"
+    )
     sys.stderr.write(
-        f"sweep: {grid.describe()}, {base.source_family} on {base.source_data} -> {base.target}"
+        f"sweep: {grid.describe()}, {source} -> {base.target}"
         f" (weights: {weights}), executor {args.executor}, out {args.out}\n"
     )
     if weights == "random":
+        sys.stderr.write(f"note: {base.weights_model} has RANDOM weights (not pretrained)\n")
+    if base.is_pretrained_classifier and len(grid.depths) > 1:
         sys.stderr.write(
-            f"note: the {base.backbone} backbone has RANDOM weights (not pretrained)\n"
+            f"note: {base.source_family} is used as it is: its points at different depths are "
+            "the same experiment\n"
         )
     from reprog_core.source_model.training import budget_warnings  # lazy: imports torch
 

@@ -59,7 +59,9 @@ def _rho_cell(c: Any) -> str:
 def _family(cfg: Mapping[str, Any]) -> str:
     if cfg.get("source_family") == "clip-cnn":
         backbone, width = cfg.get("backbone"), cfg.get("width")
-        return f"clip-cnn: frozen open_clip {backbone} + CNN head (width {width})"
+        return f"clip-cnn: frozen encoder {backbone} + CNN head (width {width})"
+    if cfg.get("source_family") == "efficientnet-lite0":
+        return "efficientnet-lite0: the whole ImageNet classifier, used as it is"
     return f"{cfg.get('source_family')} on pixels (width {cfg.get('width')})"
 
 
@@ -146,10 +148,15 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
         f"{_e(record.get('format_version'))}</p>",
     ]
     if weights == "random":
+        model = (
+            cfg.get("source_family")
+            if cfg.get("source_family") == "efficientnet-lite0"
+            else cfg.get("backbone")
+        )
         parts.append(
-            f"<div class=random>⚠ The CLIP backbone ({_e(cfg.get('backbone'))}) has RANDOM "
-            "weights: it was not pretrained. These numbers say nothing about a pretrained "
-            "CLIP.</div>"
+            f"<div class=random>⚠ The pretrained part ({_e(model)}) has RANDOM weights: it was "
+            "not pretrained. These numbers describe the architecture knowing nothing, the "
+            "control for a pretrained model.</div>"
         )
     if not record.get("finished", True):
         parts.append(
@@ -166,7 +173,12 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
             [
                 ["source model", weights_description(weights, cfg)],
                 ["source family", _family(cfg)],
-                ["pair", f"{cfg.get('source_data')} → {cfg.get('target')}"],
+                [
+                    "pair",
+                    f"ImageNet → {cfg.get('target')}"
+                    if cfg.get("source_family") == "efficientnet-lite0"
+                    else f"{cfg.get('source_data')} → {cfg.get('target')}",
+                ],
                 ["preset", grid.get("preset") or "custom"],
                 ["depths", _join(grid.get("depths"))],
                 ["transforms", _join(grid.get("transforms"))],
