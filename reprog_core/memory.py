@@ -34,8 +34,9 @@ above it:
   activations and ``BUFFERS`` activations of backward buffers. ``--n`` counts N samples;
   ``kernel=full`` makes every matrix (N c_T)^2.
 
-``clip-cnn`` sources are not estimated here (their backbone is measured when it is built; the
-kernel engine's own budget still applies): ``estimate`` returns None for them.
+Sources with a pretrained network (``clip-cnn``'s encoder, the ``efficientnet-lite0`` classifier)
+are not estimated here (their activations are measured when they run; the kernel engine's own
+budget still applies): ``estimate`` returns None for their source training and fit.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class MemoryEstimate:
     def describe(self) -> str:
         top = sorted(self.parts.items(), key=lambda kv: -kv[1])[:4]
         return ", ".join(f"{k} {human_bytes(v)}" for k, v in top if v > 0)
+
+
+def _pretrained_net(cfg: ExperimentConfig) -> bool:
+    """A source with a pretrained network, whose activations these formulas do not model."""
+    return cfg.uses_backbone or cfg.is_pretrained_classifier
 
 
 def memory_budget(budget_bytes: int | None = None) -> int:
@@ -151,7 +157,7 @@ def _prompt_and_fc_columns(cfg: ExperimentConfig) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------------------- estimates
 def source_training(cfg: ExperimentConfig) -> MemoryEstimate | None:
     """Peak of ``train_source`` for a ``cnn``/``mlp`` source; None for ``clip-cnn``."""
-    if cfg.uses_backbone:
+    if _pretrained_net(cfg):
         return None
     k, native, _ = _classes_and_size(cfg.source_data)
     n_img = k * (cfg.source_per_class + SOURCE_TEST_PER_CLASS)
@@ -172,7 +178,7 @@ def source_training(cfg: ExperimentConfig) -> MemoryEstimate | None:
 
 def fit(cfg: ExperimentConfig) -> MemoryEstimate | None:
     """Peak of ``reprogram`` (and the baseline after it); None for a ``clip-cnn`` source."""
-    if cfg.uses_backbone:
+    if _pretrained_net(cfg):
         return None
     k_src, _, _ = _classes_and_size(cfg.source_data)
     k, native, _ = _classes_and_size(cfg.target)
@@ -207,10 +213,10 @@ def kernel(cfg: ExperimentConfig, n: int | None = None, form: str | None = None)
     rows = n * c if form == KernelForm.FULL.value else n
     grams = 2 + (1 if n_fc and n_prompt else 0)
     matrices = grams + 3  # + the eigendecomposition's (budget.eigendecomposition_bytes)
-    saved, widest = _activation_floats(cfg) if not cfg.uses_backbone else (0, 0)
+    saved, widest = _activation_floats(cfg) if not _pretrained_net(cfg) else (0, 0)
     s2 = 3 * cfg.source_size**2
     t_params, _ = _transform_params(cfg)
-    p_src = _source_params(cfg, k_src) if not cfg.uses_backbone else 0
+    p_src = _source_params(cfg, k_src) if not _pretrained_net(cfg) else 0
     chunk = min(KERNEL_CHUNK, max(n, 1))
     native = _classes_and_size(cfg.target)[1]
     n_img = c * (cfg.target_per_class + TARGET_TEST_PER_CLASS) + n
