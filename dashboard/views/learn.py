@@ -224,14 +224,25 @@ def _pair_demo(key: str, explain) -> list[str]:
         jobs.Request("explore", cfg, f"Learn: {comp.key}, {letter}")
         for letter, cfg in zip("AB", comp.configs()[:2])
     ]
-    results = [jobs.fetch(r) for r in reqs]
+    asked = st.session_state.setdefault("learn.asked", set())
+    results = [jobs.fetch(r, start=r.key in asked) for r in reqs]
     if any(r is None for r in results):
+        keys = [r.key for r in reqs]
+        if any(k in asked for k in keys):
+            return keys  # computing: the progress is drawn below
         st.info(
-            "Computing this pair (a minute or two on a laptop CPU; the server computes it at "
-            "start-up, so it is usually ready).",
+            "These two experiments are not computed yet on this server (it computes them at "
+            "start-up unless started with WARM=0).",
             icon="⏳",
         )
-        return [r.key for r in reqs]
+        st.button(
+            "Compute them (a minute or two each on a laptop CPU)",
+            key=f"learn.compute.{key}",
+            on_click=lambda keys=keys: st.session_state.setdefault("learn.asked", set()).update(
+                keys
+            ),
+        )
+        return []
     labels = [
         f"{letter}: {', '.join(f'{k} {v}' for k, v in over.items())}"
         for letter, over in zip("AB", comp.columns[:2])
