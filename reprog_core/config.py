@@ -91,6 +91,15 @@ class ConfigError(ValueError):
     """A config value a person can fix; the message says which field and what is allowed."""
 
 
+# The kernel regime's prediction is taken w.r.t. theta alone (docs/science.md, "Regimes").
+LEARNED_IN_KERNEL_REGIME = (
+    "mapping 'learned' cannot run in the kernel regime: the fit would also train the read-out b, "
+    "whose kernel term the NTK prediction (taken w.r.t. θ only) leaves out, so the prediction "
+    "cannot describe it (and at the default ρ that fit diverges); use mapping identity, flm or "
+    "ilm, or the practical regime"
+)
+
+
 def _enum_values(enum: type[Enum]) -> list[str]:
     return [e.value for e in enum]
 
@@ -387,6 +396,8 @@ class ExperimentConfig:
         for name, info in FIELDS.items():
             if info.choices is not None:
                 _check_choice(name, getattr(self, name), info.choices)
+        if self.regime == Regime.KERNEL.value and self.mapping == MappingKind.LEARNED.value:
+            raise ConfigError(LEARNED_IN_KERNEL_REGIME)
         if (
             not isinstance(self.rho, (int, float))
             or isinstance(self.rho, bool)

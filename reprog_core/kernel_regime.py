@@ -5,13 +5,23 @@ samples moves the residual r (N c) by r <- (I - eta K / N) r when f is linear in
 **full** target NTK (N c x N c) at theta_0 (``ntk/dynamics.py``). So
 
 * the step size is set from the spectrum, eta = rho N / lambda_max(K_full) (``sgd_step_size``):
-  rho is the fraction of the stability limit 2 used by the stiffest mode, so sgd never diverges
-  at its default whatever the transform (fc's lambda_max is ~5000x vp's);
+  rho is the fraction of the stability limit 2 used by the stiffest mode, so sgd on theta never
+  diverges at its default whatever the transform (fc's lambda_max is ~5000x vp's). A learned
+  read-out trained beside theta (practical sgd) has a kernel term of its own that this step size
+  does not see;
 * in the kernel regime (``regime='kernel'``: sgd + mse, full batch) the measured loss is compared
   with the prediction at every step; the prediction holds while the kernel stays put. The record
   says for how many steps it stays within ``AGREEMENT`` of the measured loss, how much the loss
   fell by then, and the **kernel drift** ||K(theta) - K(theta_0)||_F / ||K(theta_0)||_F at the step
-  where they part and at the end, which is why they part (docs/science.md, "Regimes").
+  where they part and at the end, which is why they part (docs/science.md, "Regimes"). Beside
+  the raw squared loss it reports the loss with each output's mean residual over the N samples
+  removed (measured and predicted): the largest eigen-direction removes that common offset
+  first. And how discriminating the agreement is: the horizon of the same prediction from the
+  theta_0 kernel scaled by 1/2 and by 2 (``SCALES``).
+* the kernel regime runs only mappings the prediction describes: ``identity`` and ``flm`` are
+  fixed; ``ilm`` is frozen at the FLM assignment of theta_0 (the practical fit refits it every
+  ``eval_every`` steps, which would make the measured loss another model's); ``learned`` is
+  refused by the config (its read-out's kernel term is not in the prediction).
 
 This is the experiment layer: it uses the fit (``fit.py``) and the kernels (``ntk/``), which
 know nothing of each other.
@@ -23,21 +33,40 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reprog_core import ntk
-from reprog_core.config import ExperimentConfig, Regime, sgd_step_size
+from reprog_core.config import (
+    LEARNED_IN_KERNEL_REGIME,
+    ConfigError,
+    ExperimentConfig,
+    MappingKind,
+    Regime,
+    sgd_step_size,
+)
 from reprog_core.fit import (
     ProgressFn,
     ReprogrammedModel,
     TargetData,
+    baseline_note,
+    baseline_step_size,
     initial_model,
     reprogram,
 )
+from reprog_core.ntk.dynamics import offset_split
 from reprog_core.results import FitResult
 
 AGREEMENT = 0.10  # the prediction "holds" while |predicted - measured| / measured <= this
 MAX_POINTS = 2001  # prediction/measurement curves are kept at most at this many steps
+# The theta_0 kernel is also scaled by these factors, to see whether the band above tells the
+# right kernel from a wrong one (the same eigenvectors, eigenvalues times the factor).
+SCALES = {"half": 0.5, "double": 2.0}
+ILM_FROZEN = (
+    "ILM frozen at θ₀: the FLM assignment computed at θ₀ on the kernel samples is kept for the "
+    "whole fit (the practical fit recomputes it every eval_every steps, which would make the "
+    "measured loss another model's than the predicted one)"
+)
 
 
 def full_kernel(model: ReprogrammedModel, x: torch.Tensor) -> torch.Tensor:
@@ -107,11 +136,36 @@ def fit_with_spectrum(
     ``kernel_regime`` holds: steps, measured_loss, predicted_loss (same length), rho, lr,
     lr_lambda_max_over_n, lambda_max_full, agree_until (last step within ``AGREEMENT``),
     parted_at (first step outside it, or None), worst_error, loss_drop (fraction of the measured
-    loss gone by agree_until), drift (at the end), drift_at_parting, trace_form_gap.
+    loss gone by agree_until), drift (at the end), drift_at_parting, trace_form_gap;
+    measured_loss_offset_free and predicted_loss_offset_free (each output's mean residual over
+    the N samples removed), offset_share (that offset's share of the loss at theta_0);
+    agree_until_half_kernel / agree_until_double_kernel (the horizon of the prediction from the
+    theta_0 kernel times 1/2 and 2) and band_discriminates (both shorter than agree_until);
+    mapping and mapping_note (ILM frozen at theta_0). Every fit's ``baseline_note`` says what its
+    'none' baseline trains (``fit.baseline_note``). A learned mapping in the kernel regime is a
+    ``ConfigError``.
     """
     kernel_regime = cfg.regime == Regime.KERNEL.value
+    if kernel_regime and cfg.mapping == MappingKind.LEARNED.value:
+        # The config refuses it first; this guards a config built around the constructor.
+        raise ConfigError(LEARNED_IN_KERNEL_REGIME)
     model0 = start or initial_model(cfg, source, td, n_source)
-    fit = partial(reprogram, cfg, source, td, n_source=n_source, progress=progress, start=model0)
+    # ILM in the kernel regime: the assignment at theta_0 (model0's, fitted like FLM on the kernel
+    # samples) is kept; the fit runs as FLM and its record keeps the config's name.
+    frozen = kernel_regime and cfg.mapping == MappingKind.ILM.value
+    fit_cfg = cfg.replace(mapping=MappingKind.FLM.value) if frozen else cfg
+    run = partial(
+        reprogram, fit_cfg, source, td, n_source=n_source, progress=progress, start=model0
+    )
+
+    def fit(**kw: Any) -> tuple[ReprogrammedModel, FitResult]:
+        model, result = run(**kw)
+        result.config = cfg.to_dict()
+        result.baseline_note = baseline_note(
+            cfg, baseline_step_size(cfg, source, td, n_source), len(td.classes), n_source
+        )
+        return model, result
+
     if not cfg.lr_from_spectrum and not kernel_regime:
         return fit()
     device = next(source.parameters()).device
@@ -130,25 +184,54 @@ def fit_with_spectrum(
 
     steps_at = _eval_steps(cfg.steps)
     r0 = ntk.initial_residuals(model0, x, y)
-    pred = ntk.ntk_dynamics((w, v), r0, lr=lr, steps=cfg.steps, eval_steps=steps_at)["loss"]
-    pred_at = dict(zip(steps_at, pred))
+    dyn = ntk.ntk_dynamics((w, v), r0, lr=lr, steps=cfg.steps, eval_steps=steps_at, offsets=True)
+    pred_at = dict(zip(steps_at, dyn["loss"]))
+    pred_free_at = dict(zip(steps_at, dyn["loss_offset_free"]))
     measured: dict[int, float] = {}
+    measured_free: dict[int, float] = {}
     parting: dict[str, Any] = {}
+    # The logits of the fit's own forward pass over the kernel samples (full batch, in order):
+    # the last forward before ``on_step`` is the training step's, so the offset costs no pass.
+    seen: dict[str, torch.Tensor] = {}
+    hooks: list[Any] = []
+    onehot = F.one_hot(y.long(), r0.shape[1]).double().cpu()
+
+    def capture(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        seen["logits"] = out.detach()
+
+    def residuals(model: nn.Module) -> torch.Tensor:
+        out = seen.pop("logits", None)
+        if out is None or tuple(out.shape) != tuple(onehot.shape):
+            with torch.no_grad():
+                out = model(x)
+        return out.double().cpu() - onehot
 
     def watch(step: int, loss: float, model: nn.Module) -> None:
         t = step - 1  # the loss passed in is L(theta_{step-1}), before this step's update
+        if not hooks:
+            hooks.append(model.register_forward_hook(capture))
         if t in pred_at:
             measured[t] = loss
+            measured_free[t] = offset_split(r0 if t == 0 else residuals(model))[1]
             p = pred_at[t]
             if not parting and loss and abs(p - loss) / abs(loss) > AGREEMENT:
                 parting["step"] = t
                 parting["state"] = {
                     k: val.detach().clone() for k, val in model.transform.state_dict().items()
                 }
+        seen.pop("logits", None)
 
-    model, result = fit(lr=lr, on_step=watch)
+    try:
+        model, result = fit(lr=lr, on_step=watch)
+    finally:
+        for h in hooks:
+            h.remove()
+    seen.clear()  # what the hook saw last is the test split's forward, not the kernel samples'
     if result.curves.eval_step and result.curves.eval_step[-1] in pred_at:
-        measured.setdefault(result.curves.eval_step[-1], result.curves.kernel_loss[-1])
+        last_t = result.curves.eval_step[-1]
+        if last_t not in measured:
+            measured[last_t] = result.curves.kernel_loss[-1]
+            measured_free[last_t] = offset_split(residuals(model))[1]
     ts = [t for t in steps_at if t in measured]
     meas = [measured[t] for t in ts]
     pre = [pred_at[t] for t in ts]
@@ -160,6 +243,13 @@ def fit_with_spectrum(
         probe.transform.load_state_dict(parting["state"])
         drift_at_parting = relative_drift(full_kernel(probe, x), k0)
     n_out = r0.shape[1]
+    raw0, free0 = offset_split(r0)
+    scaled = {}
+    for name, factor in SCALES.items():
+        dyn_s = ntk.ntk_dynamics((factor * w, v), r0, lr=lr, steps=cfg.steps, eval_steps=ts)
+        h, _ = agreement(meas, dyn_s["loss"])
+        scaled[name] = ts[h] if h >= 0 else None
+    until = ts[last] if last >= 0 else None
     result.kernel_regime = {
         "steps": ts,
         "measured_loss": meas,
@@ -171,12 +261,30 @@ def fit_with_spectrum(
         "n": n,
         "n_outputs": n_out,
         "agreement_tol": AGREEMENT,
-        "agree_until": ts[last] if last >= 0 else None,
+        "agree_until": until,
         "parted_at": ts[last + 1] if last + 1 < len(ts) else None,
         "worst_error": worst,
         "loss_drop": (1 - meas[last] / meas[0]) if last >= 0 and meas[0] else 0.0,
         "drift": relative_drift(k_end, k0),
         "drift_at_parting": drift_at_parting,
         "trace_form_gap": trace_form_gap(k0, n_out),
+        # The loss with each output's mean residual over the N samples removed, and the share of
+        # the initial loss that common offset is (the largest eigen-direction removes it first).
+        "measured_loss_offset_free": [measured_free[t] for t in ts],
+        "predicted_loss_offset_free": [pred_free_at[t] for t in ts],
+        "offset_share": (1 - free0 / raw0) if raw0 > 0 else 0.0,
+        # The horizon of the same prediction from the theta_0 kernel times 1/2 and times 2: when
+        # one is at least ``agree_until``, the band cannot tell that kernel from the right one.
+        "agree_until_half_kernel": scaled["half"],
+        "agree_until_double_kernel": scaled["double"],
+        "band_discriminates": all(
+            _horizon(h) < _horizon(until) for h in (scaled["half"], scaled["double"])
+        ),
+        "mapping": cfg.mapping,
+        "mapping_note": ILM_FROZEN if frozen else "",
     }
     return model, result
+
+
+def _horizon(step: int | None) -> int:
+    return -1 if step is None else step

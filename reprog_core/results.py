@@ -96,8 +96,15 @@ class FitResult(Record):
     stopped: str = ""  # '' when the fit ran to the end; otherwise why it stopped early
     lr: float = float("nan")  # the step size used (for sgd: rho N / lambda_max unless set)
     # Kernel regime only (sgd + mse, full batch on the kernel samples): measured against the
-    # NTK prediction from the full kernel, the step where they part, and the kernel drift.
+    # NTK prediction from the full kernel, the step where they part, and the kernel drift; the
+    # loss with each output's mean residual removed (measured and predicted), the share of the
+    # initial loss that offset is, the horizons of the theta_0 kernel scaled by 1/2 and 2, and
+    # how the mapping was held (ILM frozen at theta_0). Records before these keys lack them.
     kernel_regime: dict[str, Any] | None = None
+    # What the 'none' baseline trained or fitted ("the learned 10x1000 read-out trained alone
+    # for 300 steps at lr 0.05 ...", "FLM fitted on the resized training images, nothing
+    # trained"); '' in records from before it was said.
+    baseline_note: str = ""
 
 
 @dataclass

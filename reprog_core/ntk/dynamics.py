@@ -53,6 +53,7 @@ def ntk_dynamics(
     every: int = 1,
     kernel_form: str | None = None,
     eval_steps: Sequence[int] | None = None,
+    offsets: bool = False,
 ) -> dict[str, Any]:
     """Predicted squared-loss curve of full-batch GD with learning rate ``lr`` (module doc).
 
@@ -65,7 +66,10 @@ def ntk_dynamics(
 
     Returns dict(step [0, every, ..., steps], loss (discrete GD, exact for the linearised model),
     loss_flow (gradient flow), kernel ('trace' | 'full'), approximation, rule, lr, n, n_outputs,
-    lr_lambda_max_over_n (η λ_max / N, per output for the trace form), stable (< 2)).
+    lr_lambda_max_over_n (η λ_max / N, per output for the trace form), stable (< 2)). With
+    ``offsets``, also offset (0.5 ||r̄_t||², r̄_t = mean_i r_t[i] in R^c, each output's mean
+    residual over the N samples) and loss_offset_free (loss − offset = (0.5 / N) sum_i
+    ||r_t[i] − r̄_t||²): the part of the loss that is not common to every sample.
     """
     if steps < 0 or every < 1:
         raise ValueError(f"need steps >= 0 and every >= 1, got steps={steps}, every={every}")
@@ -115,6 +119,26 @@ def ntk_dynamics(
     loss = 0.5 / n * ((decay * proj2[None, :]).sum(1) + rest)
     flow = 0.5 / n * ((torch.exp(-2 * rate[None, :] * ts[:, None]) * proj2[None, :]).sum(1) + rest)
     top = float(rate.max()) if rate.numel() else 0.0
+    extra: dict[str, Any] = {}
+    if offsets:
+        if form == KernelForm.FULL.value:
+            proj = v.T @ r.reshape(-1)  # <v_i, r_0>
+            means = v.reshape(n, c, -1).mean(0)  # (c, m): each eigenvector's mean over samples
+            rest_mean = (r.reshape(-1) - v @ proj).reshape(n, c).mean(0)
+        else:
+            proj_m = v.T @ r  # (m, c)
+            means = v.mean(0)  # (m,)
+            rest_mean = (r - v @ proj_m).mean(0)
+        g = _signed_power(1 - rate, ts)  # (T, m): (1 - rate)^t, the sign kept
+        if form == KernelForm.FULL.value:
+            mean_t = (g * proj[None, :]) @ means.T + rest_mean[None, :]  # (T, c)
+        else:
+            mean_t = (g * means[None, :]) @ proj_m + rest_mean[None, :]
+        offset = 0.5 * (mean_t**2).sum(1)
+        extra = {
+            "offset": offset.tolist(),
+            "loss_offset_free": (loss - offset).clamp_min(0.0).tolist(),
+        }
     return {
         "step": [int(t) for t in ts.tolist()],
         "loss": loss.tolist(),
@@ -128,4 +152,22 @@ def ntk_dynamics(
         "n_outputs": c,
         "lr_lambda_max_over_n": top,
         "stable": top < 2.0,
+        **extra,
     }
+
+
+def _signed_power(base: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    """(T, m): base[j] ** ts[t] for integer steps ts, negative bases included (an overshooting
+    mode flips sign every step)."""
+    mag = base.abs()[None, :].pow(ts[:, None])
+    odd = torch.remainder(ts, 2)[:, None] == 1
+    return torch.where(odd & (base[None, :] < 0), -mag, mag)
+
+
+def offset_split(residuals: torch.Tensor) -> tuple[float, float]:
+    """(loss, loss with each output's mean residual removed) of residuals r (N, c), f(x_i) - y_i:
+    loss = (0.5 / N) sum_i ||r_i||², the second (0.5 / N) sum_i ||r_i − r̄||² with r̄ = mean_i r_i;
+    their difference 0.5 ||r̄||² is the offset common to every sample."""
+    r = residuals.detach().double().cpu()
+    n = r.shape[0]
+    return float(0.5 / n * (r**2).sum()), float(0.5 / n * ((r - r.mean(0)) ** 2).sum())
