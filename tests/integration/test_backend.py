@@ -46,10 +46,13 @@ from reprog_core.backend import (
 )
 from reprog_core.config import ExperimentConfig
 from reprog_core.sweep.grid import build_grid, warm_items
+from tests.configs import PIXEL
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parents[1]
-CFG = ExperimentConfig()
+# A pixel config: its depth is part of every key (a pretrained classifier's is not), so
+# CFG.replace(depth=...) is another request.
+CFG = ExperimentConfig(**PIXEL)
 
 
 # --------------------------------------------------------------------------- test tasks
@@ -603,7 +606,8 @@ def test_cache_info_ls_and_clear(make_backend, tmp_path, gate):
 def test_warm_default_preset(make_backend):
     backend = make_backend(tasks={"explore": fake_explore})
     seen: list[tuple[int, int]] = []
-    items = warm_items(build_grid(ExperimentConfig(), preset="default"))
+    # The depth axis on a source trained here (on the pretrained default, depth changes nothing).
+    items = warm_items(build_grid(ExperimentConfig(**PIXEL), preset="default"))
     entries = warm(backend, items, lambda i, n, entry: seen.append((i, n)))
     assert len(entries) == 18 and seen[-1] == (18, 18)
     assert {(e["depth"], e["transform"]) for e in entries} == {

@@ -12,14 +12,16 @@ import pytest
 from reprog_core import cautions, figures, pipeline
 from reprog_core.config import ExperimentConfig
 from reprog_core.results import json_safe
+from tests.configs import PIXEL
 from tests.figure_text import figure_text as _texts
 
 # --------------------------------------------------------------------------- issue 10: real fits
-# Results built by the real pipeline on tiny settings (a 2-epoch source on 20 images per class,
-# 16 kernel samples, 20 fit steps), once per module: a practical fit (Adam + cross-entropy,
-# minibatches), a kernel-regime fit at rho = 0.5 (its prediction and the fit part within the 20
-# steps: the kernel drifts), and a kernel-regime fit at a step size far past the stability limit.
-TINY = dict(steps=20, source_per_class=20, source_epochs=2, n_kernel=16)
+# Results built by the real pipeline on tiny settings of the pixel pair (a 2-epoch source on 20
+# images per class, 16 kernel samples, 20 fit steps), once per module: a practical fit (Adam +
+# cross-entropy, minibatches), a kernel-regime fit at rho = 0.5 (its prediction and the fit part
+# within the 20 steps: the kernel drifts), and a kernel-regime fit at a step size far past the
+# stability limit.
+TINY = dict(**PIXEL, steps=20, source_per_class=20, source_epochs=2, n_kernel=16)
 
 
 def _explore(**kw: object) -> dict:

@@ -10,10 +10,12 @@ import pytest
 
 from reprog_core import cli, pipeline
 from reprog_core.config import ExperimentConfig
+from tests.configs import PIXEL
 
-# A real source (animal silhouettes, trained to its plateau or a 3-epoch budget) and a real
-# target (digits), small enough for a 2-core machine.
+# A real source (a pixel CNN on animal silhouettes, trained to its plateau or a 3-epoch budget)
+# and a real target (digits), small enough for a 2-core machine.
 TINY = dict(
+    **PIXEL,
     source_per_class=30,
     source_epochs=3,
     target_per_class=20,
@@ -28,7 +30,7 @@ TINY = dict(
 def kernel_fits():
     out = {}
     for transform in ("fc", "vp"):
-        cfg = ExperimentConfig(**TINY, transform=transform, regime="kernel")
+        cfg = ExperimentConfig(**{**TINY, "transform": transform}, regime="kernel")
         out[transform] = pipeline.run_fit(cfg, baseline=False)
     return out
 
@@ -68,7 +70,9 @@ def test_parting_is_marked_with_the_drift_that_explains_it(kernel_fits):
 @pytest.mark.parametrize("transform", ["vp", "vp-full", "fc", "vp-fc"])
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_default_sgd_step_size_never_diverges(transform, loss):
-    cfg = ExperimentConfig(**{**TINY, "steps": 25}, transform=transform, optimizer="sgd", loss=loss)
+    cfg = ExperimentConfig(
+        **{**TINY, "steps": 25, "transform": transform}, optimizer="sgd", loss=loss
+    )
     res = pipeline.run_fit(cfg, baseline=False)
     assert res["stopped"] == ""
     losses = res["curves"]["train_loss"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reprog_core.config import ExperimentConfig
+from tests.configs import PIXEL, PIXEL_FLAGS
 
 PROJECT = Path(__file__).resolve().parents[2]
 GIB = 2**30
@@ -32,6 +33,7 @@ def test_the_cli_refuses_in_one_line_under_a_memory_limit(tmp_path):
             "-m",
             "reprog_core",
             "train-source",
+            *PIXEL_FLAGS,  # a source trained here (a pretrained classifier trains nothing)
             "--source-size",
             "512",
             "--depth",
@@ -103,7 +105,7 @@ print(json.dumps({"measured": peak - base, "estimate": memory.estimate(cfg, stag
     ],
 )
 def test_estimates_hold_against_the_measured_peak(tmp_path, stage, changes):
-    cfg = ExperimentConfig(**changes, eval_every=3)
+    cfg = ExperimentConfig(**{**PIXEL, **changes}, eval_every=3)
     res = subprocess.run(
         [sys.executable, "-c", MEASURE, stage, json.dumps(cfg.to_dict())],
         capture_output=True,

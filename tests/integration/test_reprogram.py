@@ -11,12 +11,15 @@ import torch
 from reprog_core.config import ExperimentConfig
 from reprog_core.fit import baseline_accuracy, reprogram, target_data
 from reprog_core.source_model.training import load_or_train_source, stored_source_path
+from tests.configs import PIXEL
 
 # Every test here trains (or loads) a real source model: the slow lane.
 pytestmark = pytest.mark.slow
 
-# Small enough for a 2-core CI machine, large enough to learn something real.
+# The pixel pair (a source trained here): small enough for a 2-core CI machine, large enough to
+# learn something real.
 SMALL = dict(
+    **PIXEL,
     width=16,
     depth=2,
     source_per_class=60,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reprog_core.config import ExperimentConfig
+from tests.configs import PIXEL, PIXEL_FLAGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,7 @@ def test_openmp_wait_policy_is_passive_before_torch_loads():
 # ----------------------------------------------------------------------------- CLI cached answer
 
 TINY = [
+    *PIXEL_FLAGS,  # a tiny pixel CNN, not the default pretrained model
     "--source-per-class",
     "5",
     "--source-epochs",
@@ -70,17 +72,20 @@ def test_lookup_key_needs_no_torch_and_equals_the_full_key():
     from reprog_core import config, data
 
     assert config._data_version() == data.DATA_VERSION
-    cfg = ExperimentConfig(transform="fc", depth=2, n_kernel=16)
-    looked = ExperimentConfig.for_lookup({"transform": "fc", "depth": 2, "n_kernel": 16})
+    # A pixel source: depth is part of its key (a pretrained classifier's key leaves it out).
+    cfg = ExperimentConfig(**{**PIXEL, "transform": "fc"}, depth=2, n_kernel=16)
+    looked = ExperimentConfig.for_lookup({**PIXEL, "transform": "fc", "depth": 2, "n_kernel": 16})
     assert looked == cfg and looked.key("fit") == cfg.key("fit")
+    assert ExperimentConfig.for_lookup({}) == ExperimentConfig()  # the defaults' weights too
     with pytest.raises(ValueError, match="depth"):
         ExperimentConfig.for_lookup({"depth": 99})
     code = (
         "import sys; from reprog_core.config import ExperimentConfig as C; "
-        "k = C.for_lookup({'depth': 2}).key('fit'); print('torch' in sys.modules, k)"
+        f"k = C.for_lookup({{**{PIXEL!r}, 'depth': 2}}).key('fit'); "
+        "print('torch' in sys.modules, k)"
     )
     torchless, key = _fresh_python(code).split()
-    assert torchless == "False" and key == ExperimentConfig(depth=2).key("fit")
+    assert torchless == "False" and key == ExperimentConfig(**PIXEL, depth=2).key("fit")
 
 
 @pytest.mark.slow

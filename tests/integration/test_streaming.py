@@ -15,12 +15,14 @@ from reprog_core import pipeline
 from reprog_core.backend import Backend, service
 from reprog_core.config import ExperimentConfig
 from reprog_core.source_model import training
+from tests.configs import PIXEL
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 APP = str(ROOT / "dashboard" / "app.py")
 
 TINY = ExperimentConfig(
+    **PIXEL,
     source_per_class=12,
     source_epochs=1,
     target_per_class=12,
@@ -91,6 +93,7 @@ def test_explore_page_shows_the_source_card_before_the_fit(backend):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params.update(
         {
+            **{k: str(v) for k, v in PIXEL.items()},
             "source_per_class": "12",
             "source_epochs": "1",
             "target_per_class": "12",
@@ -113,7 +116,9 @@ def test_explore_page_shows_the_source_card_before_the_fit(backend):
 
 def test_budget_warnings_before_a_source_trains():
     assert training.budget_warnings(ExperimentConfig()) == []  # the defaults converge
-    msgs = training.budget_warnings(ExperimentConfig(source_epochs=2, source_per_class=20))
+    assert training.budget_warnings(ExperimentConfig(**PIXEL)) == []  # ... and the pixel pair's
+    msgs = training.budget_warnings(ExperimentConfig(**PIXEL, source_epochs=2, source_per_class=20))
     assert len(msgs) == 2 and "2 epoch" in msgs[0] and "20 source images" in msgs[1]
-    assert "chance" in training.budget_warnings(ExperimentConfig(source_data="shapes"))[0]
+    shapes = ExperimentConfig(**{**PIXEL, "source_data": "shapes"})
+    assert "chance" in training.budget_warnings(shapes)[0]
     assert training.near_chance(0.2, 10) and not training.near_chance(0.5, 10)

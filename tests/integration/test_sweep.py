@@ -2,9 +2,10 @@
 executor on a local Ray instance, and the CLI (in this process). Grids, files and figures on
 hand-made rows: tests/unit/test_sweep.py.
 
-Every computing test uses a tiny config (depth 1-2, width 8, 16x16 source, 12x12 target, 15
-source images per class, 1 epoch, 10 target images per class, 10 steps, N = 8) and its own cache
-directory, so the whole module runs in well under a minute and a half on one core.
+Every computing test uses a tiny config of the pixel pair (a CNN of depth 1-2, width 8, 16x16
+source, 12x12 target, 15 source images per class, 1 epoch, 10 target images per class, 10 steps,
+N = 8) and its own cache directory, so the whole module runs in well under a minute and a half on
+one core.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from reprog_core.sweep import (
     load_results,
     run_sweep,
 )
+from tests.configs import PIXEL, PIXEL_FLAGS
 
 TINY = {
+    **PIXEL,
     "width": 8,
     "source_size": 16,
     "target_size": 12,
@@ -36,6 +39,7 @@ TINY = {
     "n_kernel": 8,
 }
 TINY_FLAGS = [
+    *PIXEL_FLAGS,
     "--width=8",
     "--source-size=16",
     "--target-size=12",

@@ -11,9 +11,16 @@ from dashboard import warm
 from reprog_core.backend import Backend
 from reprog_core.config import ExperimentConfig
 from reprog_core.pipeline import TASKS
+from tests.configs import PIXEL
 
 TINY = ExperimentConfig(
-    source_per_class=10, source_epochs=1, target_per_class=10, n_kernel=8, steps=3, eval_every=3
+    **PIXEL,
+    source_per_class=10,
+    source_epochs=1,
+    target_per_class=10,
+    n_kernel=8,
+    steps=3,
+    eval_every=3,
 )
 
 
@@ -28,7 +35,9 @@ def test_defaults_warmed_are_the_default_pages_configs():
     items = warm.default_items()
     cfgs = [cfg for _, cfg, _ in items]
     assert cfgs[0] == ExperimentConfig()
-    assert {c.transform for c in cfgs} == {"vp", "fc"}  # Explore's default and Compare's other
+    # Explore's default and the default Compare's other column: the same model, random weights.
+    assert [c.weights for c in cfgs] == ["imagenet", "random"]
+    assert cfgs[1] == ExperimentConfig(weights="random")
 
 
 @pytest.mark.slow
@@ -37,6 +46,10 @@ def test_warm_up_computes_in_the_background_and_once(fresh_warm, monkeypatch, tm
     monkeypatch.setattr(
         warm, "default_items", lambda: [("explore", TINY, "tiny"), ("explore", TINY, "again")]
     )
+    # The what-ifs after the defaults (the presets' comparisons: pretrained models, minutes each
+    # on a CPU), here one tiny what-if.
+    what_if = TINY.replace(transform="vp")
+    monkeypatch.setattr(warm, "what_if_items", lambda: [("explore", what_if, "tiny what-if")])
     demo_ran, release = threading.Event(), threading.Event()
 
     def demo() -> None:  # held until released: the warm-up cannot be done before that
@@ -55,8 +68,10 @@ def test_warm_up_computes_in_the_background_and_once(fresh_warm, monkeypatch, tm
             time.sleep(0.2)
         st = warm.status()
         assert st["state"] == "done" and not st["errors"], st
+        assert st["done"][-1] == "tiny what-if"  # the what-ifs last, after the defaults
         assert demo_ran.is_set()
         assert backend.get("explore", TINY, {}) is not None  # the first visitor gets a hit
+        assert backend.get("explore", what_if, {}) is not None
     finally:
         release.set()
         backend.close()
