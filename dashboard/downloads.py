@@ -66,15 +66,19 @@ def eigenvalues_csv(result: Result) -> str:
 
 
 def curves_csv(result: Result) -> str:
-    """The fit's curves, one row per step, with the NTK-predicted loss where it is defined.
+    """The fit's curves, one row per step: what the fit figure draws.
 
     Columns: step, train_loss, train_acc (per batch), test_acc and kernel_loss (at evaluation
-    steps, empty elsewhere), ntk_predicted_loss (at the prediction's steps).
+    steps, empty elsewhere). A kernel-regime fit (the only one the page draws a prediction for)
+    adds kernel_loss at every step of its record, ntk_predicted_loss (up to the step where it
+    agrees with the fit, as drawn), and both with each output's mean residual over the N kernel
+    samples removed: kernel_loss_offset_free, ntk_predicted_loss_offset_free. A practical fit
+    has no prediction column: its kernel record's predicted curve (another loss, optimizer and
+    step size) is not drawn, and is in the JSON only.
     """
     fit = result.get("fit") or result
     curves = fit.get("curves") or {}
-    kernel = result.get("kernel") or {}
-    dyn = kernel.get("dynamics") or {}
+    kr = fit.get("kernel_regime") or {}
     table: dict[int, dict[str, Any]] = {}
     for s, loss, acc in zip(
         curves.get("step", []), curves.get("train_loss", []), curves.get("train_acc", [])
@@ -84,16 +88,37 @@ def curves_csv(result: Result) -> str:
         curves.get("eval_step", []), curves.get("test_acc", []), curves.get("kernel_loss", [])
     ):
         table.setdefault(int(s), {}).update(test_acc=acc, kernel_loss=kl)
-    for s, loss in zip(dyn.get("step", []), dyn.get("loss", [])):
-        table.setdefault(int(s), {}).update(ntk_predicted_loss=loss)
-    columns = ["step", "train_loss", "train_acc", "test_acc", "kernel_loss", "ntk_predicted_loss"]
-    rows = [[s, *(table[s].get(c, "") for c in columns[1:])] for s in sorted(table)]
-    cfg = result.get("config") or {}
+    columns = ["step", "train_loss", "train_acc", "test_acc", "kernel_loss"]
+    cfg = result.get("config") or fit.get("config") or {}
     what = (
         f"reprogramming fit curves (optimizer {cfg.get('optimizer')}, loss {cfg.get('loss')}); "
-        "kernel_loss = squared loss on the kernel samples; ntk_predicted_loss = its NTK "
-        "prediction (full-batch gradient descent on squared loss)"
+        "kernel_loss = squared loss on the kernel samples"
     )
+    if kr.get("steps"):
+        until = kr.get("agree_until")
+        steps = [int(t) for t in kr["steps"]]
+        free = kr.get("measured_loss_offset_free") or []
+        pred_free = kr.get("predicted_loss_offset_free") or []
+        for i, t in enumerate(steps):
+            row = table.setdefault(t, {})
+            row["kernel_loss"] = kr["measured_loss"][i]
+            if i < len(free):
+                row["kernel_loss_offset_free"] = free[i]
+            if until is not None and t <= until:
+                row["ntk_predicted_loss"] = kr["predicted_loss"][i]
+                if i < len(pred_free):
+                    row["ntk_predicted_loss_offset_free"] = pred_free[i]
+        columns += ["ntk_predicted_loss"]
+        if free:
+            columns += ["kernel_loss_offset_free", "ntk_predicted_loss_offset_free"]
+        what += (
+            " (kernel regime: at every step); ntk_predicted_loss = its NTK prediction from the "
+            "full kernel at theta_0, up to the last step within "
+            f"{kr.get('agreement_tol', 0.1):.0%} of it ({until}), as the page draws it; "
+            "*_offset_free = the same with each output's mean residual over the N samples "
+            "removed"
+        )
+    rows = [[s, *(table[s].get(c, "") for c in columns[1:])] for s in sorted(table)]
     return _csv(_header(result, what), columns, rows)
 
 

@@ -2,11 +2,12 @@
 
 ``result_cautions(result)`` takes an explore result (``pipeline.run_explore``'s dict: config,
 source, fit, kernel) and returns sentences, each one a reason the figures could mislead: a fit
-that ends below its baseline, a source model near chance or cut off by its epoch budget, a
-statistic computed on too few samples or set by the numerical tolerance, the trace form shown
-where the dynamics use the full kernel, a diverged fit or an exploding prediction, and, for
-gradient descent, the step size against the stiffest mode (η·λ_max/N). Pure: no Streamlit, no
-torch; the dashboard shows them, the tests check them (docs/science.md, "Regimes").
+that ends below its baseline (in the kernel regime, with why it can), a baseline below chance,
+a source model near chance or cut off by its epoch budget, a statistic computed on too few
+samples or set by the numerical tolerance, the trace form shown where the dynamics use the full
+kernel, a diverged fit or an exploding prediction, and, for gradient descent, the step size
+against the stiffest mode (η·λ_max/N). Pure: no Streamlit, no torch; the dashboard shows them,
+the tests check them (docs/science.md, "Regimes").
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _source_classes(config: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _chance(config: Mapping[str, Any]) -> float | None:
+    """1 / the target's class count, or None for an unknown data set."""
+    try:
+        return 1.0 / int(data.dataset_spec(str(config.get("target"))).n_classes)
+    except Exception:  # an unknown data set name: no chance level to compare with
+        return None
+
+
+def _kernel_regime_below_baseline(kr: Mapping[str, Any]) -> str:
+    """Why a kernel-regime fit can end below its baseline while its loss falls."""
+    share = _num(kr.get("offset_share"))
+    offset = f" ({pct(share)} of it at θ₀ here)" if share is not None else ""
+    return (
+        f"In the kernel regime this is no malfunction: the fit trains on the N = {kr.get('n')} "
+        "kernel samples only, not the training split, and the squared loss it minimises is "
+        f"dominated at first by the offset common to every sample{offset}, each output's mean "
+        "residual, which the largest eigen-direction removes first without separating the "
+        "classes: the loss can fall a long way while the accuracy does not follow."
+    )
+
+
 def result_cautions(result: Mapping[str, Any], n_source_classes: int | None = None) -> list[str]:
     """The sentences to show above an explore result's figures (empty when there is nothing to
     say). ``n_source_classes`` defaults to the source data set's class count."""
@@ -61,8 +83,26 @@ def result_cautions(result: Mapping[str, Any], n_source_classes: int | None = No
     if target is not None and base is not None and target < base and cfg.get("transform") != "none":
         out.append(
             f"The fit ends below its baseline: target test accuracy {pct(target)} after training "
-            f"θ, against {pct(base)} for the same source model with transform 'none' (nothing "
-            "trained). Training the input transformation made things worse here."
+            f"θ, against {pct(base)} for the same source model with transform 'none' "
+            f"({fit.get('baseline_note') or 'nothing trained'}). Training the input "
+            "transformation made things worse here."
+            + (" " + _kernel_regime_below_baseline(kr) if kr else "")
+        )
+    chance = _chance(cfg)
+    if base is not None and chance is not None and base < chance:
+        out.append(
+            f"The baseline is below chance: {pct(base)} for transform 'none', where guessing "
+            f"gives {pct(chance)}"
+            + (f" ({fit['baseline_note']})" if fit.get("baseline_note") else "")
+            + ". "
+            + (
+                "With mapping 'identity' each target class reads a fixed source output that "
+                "has nothing to do with it, so the source's answers can line up with the wrong "
+                "classes; mapping flm reads the outputs that line up best."
+                if cfg.get("mapping") == "identity"
+                else "The source's answers on the resized target images line up with the wrong "
+                "classes more often than by chance."
+            )
         )
     boom = prediction_explodes(kr) if kr else None
     if boom:

@@ -105,7 +105,8 @@ c2.metric(
 c3.metric(
     "baseline (none)",
     figures.pct(fit.get("baseline_test_acc")),
-    help="the same source model on resized target images, nothing trained",
+    help="the same source model on resized target images: "
+    + (fit.get("baseline_note") or "nothing trained"),
 )
 stats = (kernel or {}).get("stats") or {}
 c6.metric(
@@ -162,7 +163,10 @@ if kr:
         "samples, the setting the NTK prediction models. Middle panel: the measured loss and the "
         "prediction from the full kernel at θ₀, drawn only while the two agree within "
         f"{kr.get('agreement_tol', 0.1):.0%}; the dotted line marks where they part, and the "
-        "kernel drift there says why (the kernel has moved, so the model is no longer linear)."
+        "kernel drift there says why (the kernel has moved, so the model is no longer linear). "
+        "The dotted lighter curves: the same losses with the offset common to every sample "
+        "removed. The accuracy is that of a fit on the N kernel samples only."
+        + (f" {kr['mapping_note']}." if kr.get("mapping_note") else "")
     )
     with st.expander("Why they part, and what moves the parting step"):
         st.markdown(

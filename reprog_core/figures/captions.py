@@ -41,7 +41,9 @@ def prediction_explodes(kr: Mapping[str, Any]) -> str | None:
 def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
     """What the kernel-regime figure shows, in words: ρ, η, η·λ_max/N, the agreement horizon and
     the loss drop within it, where prediction and fit part and the kernel drift there and at the
-    end."""
+    end; how the mapping was held; how much of the loss is the offset common to every sample;
+    whether the band tells the kernel from one half or twice as large; and what the accuracy of
+    a fit on the N kernel samples means."""
     tol = kr.get("agreement_tol", 0.1)
     steps = kr.get("steps") or [0]
     parts = [
@@ -52,6 +54,8 @@ def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
         f"{_nc(kr)} rows). The prediction is the linearised model's loss from the full kernel "
         "at θ₀."
     ]
+    if kr.get("mapping_note"):
+        parts.append(f"{kr['mapping_note']}.")
     until, parted = kr.get("agree_until"), kr.get("parted_at")
     drop = f"{100 * float(kr.get('loss_drop') or 0.0):.0f}%"
     if until is None:
@@ -75,10 +79,72 @@ def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
             "so the prediction is not drawn beyond it."
         )
     parts.append(f"Kernel drift at the end (step {steps[-1]}): {fmt(kr.get('drift'), 2)}.")
+    offset = offset_sentence(kr)
+    if offset:
+        parts.append(offset)
+    band = band_sentence(kr)
+    if band:
+        parts.append(band)
+    parts.append(
+        f"Accuracy: this fit trains on the N = {kr.get('n')} kernel samples only, so its test "
+        "accuracy is what those N samples teach under the squared loss, not what a practical fit "
+        "on the whole training split reaches; it can end below the baseline."
+    )
     boom = prediction_explodes(kr)
     if boom:
         parts.append(boom)
     return " ".join(parts)
+
+
+def offset_sentence(kr: Mapping[str, Any]) -> str | None:
+    """How much of the squared loss is the per-output offset common to every kernel sample, and
+    how much of the rest the fit removed. None for records without the offset-free loss."""
+    share, free = kr.get("offset_share"), kr.get("measured_loss_offset_free") or []
+    meas = kr.get("measured_loss") or []
+    if share is None or not free or not meas:
+        return None
+    text = (
+        f"At θ₀, {100 * float(share):.0f}% of the squared loss is the offset common to every "
+        "sample (each output's mean residual over the N samples); the largest eigen-direction "
+        "removes it first. The lighter curves are the loss with it removed (measured, and "
+        "predicted where the prediction is drawn)"
+    )
+    if free[0] and meas[0] and free[-1] is not None and meas[-1] is not None:
+        text += (
+            f": by step {(kr.get('steps') or [0])[-1]} the raw loss has fallen by "
+            f"{100 * (1 - meas[-1] / meas[0]):.0f}%, the offset-free loss by "
+            f"{100 * (1 - free[-1] / free[0]):.0f}%"
+        )
+    return text + "."
+
+
+def band_sentence(kr: Mapping[str, Any]) -> str | None:
+    """Whether the agreement band tells the θ₀ kernel from the same kernel halved or doubled.
+    None for records without the scaled horizons."""
+    if "agree_until_half_kernel" not in kr:
+        return None
+    tol = kr.get("agreement_tol", 0.1)
+
+    def step(v: Any) -> str:
+        return "no step" if v is None else f"step {v}"
+
+    half, double = kr.get("agree_until_half_kernel"), kr.get("agree_until_double_kernel")
+    text = (
+        f"How discriminating the {tol:.0%} band is: the same prediction from the θ₀ kernel "
+        f"halved stays within it up to {step(half)}, doubled up to {step(double)}, against "
+        f"{step(kr.get('agree_until'))} for the kernel itself"
+    )
+    if kr.get("band_discriminates"):
+        return text + ", so the band tells them apart."
+    worse = [
+        name
+        for name, v in (("halved", half), ("doubled", double))
+        if (-1 if v is None else v) >= (-1 if kr.get("agree_until") is None else kr["agree_until"])
+    ]
+    return (
+        text + f": the band cannot tell the right kernel from the {' or '.join(worse)} one here, "
+        "so agreement within it is weak evidence for the kernel."
+    )
 
 
 def _nc(kr: Mapping[str, Any]) -> str:

@@ -130,6 +130,48 @@ def _draw_prediction(fig: go.Figure, kr: Mapping[str, Any], look: _Look, col: in
         )
 
 
+def _draw_offset_free(fig: go.Figure, kr: Mapping[str, Any], col: int) -> list[float]:
+    """The kernel regime's loss with each output's mean residual over the N samples removed:
+    measured at every step, predicted up to ``agree_until`` (where the prediction is drawn).
+    Lighter than the raw curves. Returns the measured values (for the axis range); nothing is
+    drawn for records from before the offset-free loss was kept."""
+    free = kr.get("measured_loss_offset_free")
+    steps = kr.get("steps") or []
+    if not free or len(free) != len(steps):
+        return []
+    share = kr.get("offset_share")
+    offset = f" (it was {100 * float(share):.0f}% of the loss at θ₀)" if share is not None else ""
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=free,
+            mode="lines",
+            name=f"measured, common offset removed{offset}",
+            line={"color": PALETTE[0], "width": 1.5, "dash": "dot"},
+            opacity=0.6,
+        ),
+        row=1,
+        col=col,
+    )
+    until = kr.get("agree_until")
+    pred = kr.get("predicted_loss_offset_free") or []
+    if until is not None and len(pred) == len(steps):
+        xs = [t for t in steps if t <= until]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=pred[: len(xs)],
+                mode="lines",
+                name="NTK prediction, common offset removed",
+                line={"color": PREDICTION_COLOR, "width": 1.5, "dash": "dot"},
+                opacity=0.6,
+            ),
+            row=1,
+            col=col,
+        )
+    return [v for v in free if v is not None]
+
+
 def _loss_panel(
     fig: go.Figure, fit: Result, look: _Look, col: int
 ) -> tuple[list[int], list[float]]:
@@ -238,6 +280,8 @@ def fit_curves_figure(
         col=1,
     )
     measured_x, measured_y = _loss_panel(fig, fit, ALONE, col=2)
+    if kr:
+        measured_y = measured_y + _draw_offset_free(fig, kr, col=2)
     fig.add_trace(
         go.Scatter(
             x=curves.get("step", []),
@@ -256,12 +300,14 @@ def fit_curves_figure(
         # Named in the legend, not written on the plot (a label there sat on the accuracy curve).
         steps_seen = [*curves.get("eval_step", []), *curves.get("step", [])]
         x_end = max(steps_seen) if steps_seen else 1
+        trained = "trained alone" in (fit.get("baseline_note") or "")  # a learned read-out
+        what_base = "the read-out trained alone" if trained else "nothing trained"
         fig.add_trace(
             go.Scatter(
                 x=[0, x_end],
                 y=[base, base],
                 mode="lines",
-                name=f"baseline 'none' (nothing trained): {pct(base)}",
+                name=f"baseline 'none' ({what_base}): {pct(base)}",
                 line={"dash": "dot", "color": MUTED, "width": 1.5},
                 hovertemplate=f"baseline 'none': {pct(base)}<extra></extra>",
             ),
@@ -282,6 +328,10 @@ def fit_curves_figure(
     lines = wrap(note)
     legend_rows = 22 if kr else 0  # the prediction's legend entry adds a row
     height, bottom = 560, 120 + legend_rows + 15 * (lines.count("<br>") + 1)
+    if kr:  # the offset-free curves add a legend row, the longer caption its lines
+        legend_rows += 22
+        bottom += 22
+        height = 340 + bottom
     footnote(fig, lines, y=below_px(height, bottom, 105 + legend_rows))
     if measured_x:
         # Annotations (the parting label) would otherwise widen the step axis past the data.
