@@ -150,8 +150,11 @@ class FullPrompt(InputTransform):
 class FullyConnected(InputTransform):
     """``fc``: a(x) = W vec(x_t) + c reshaped to (3, s, s); W (3s^2, 3t^2), c (3s^2,).
 
-    W starts as the bilinear resize matrix and c at 0, so at initialisation ``fc`` equals ``none``
-    (the source model sees the plainly resized image) and training moves away from it.
+    W starts as the bilinear resize matrix t -> s and c at 0, so at initialisation the source
+    model sees the image resized twice, native -> t (``prepare``) -> s, and training moves away
+    from it. ``none`` resizes native -> s in one step: the two agree exactly when the target's
+    native size is t (MNIST at t = 28), not otherwise (the 8 x 8 ``digits`` at t = 28, s = 32:
+    1.6 % apart in norm, up to 0.067 per pixel).
     """
 
     kind = TransformKind.FC.value
