@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import downloads, jobs, state, ui
-from reprog_core import cautions, figures, presets
+from reprog_core import cautions, data, figures, presets
+from reprog_core.fit import TARGET_TEST_PER_CLASS
 from reprog_core.source_model.training import budget_warnings
 
 st.title("Explore one reprogrammed model")
@@ -124,6 +125,12 @@ c5.metric(
     "effective rank",
     figures.fmt(stats.get("effective_rank"), 3),
     help="how many directions carry the kernel's weight",
+)
+st.caption(
+    f"Target: **{rcfg['target']}**, {state.md_text(data.dataset_spec(rcfg['target']).description)}"
+    f"; the fit trains on up to {rcfg['target_per_class']} images per class and is tested on up "
+    f"to {TARGET_TEST_PER_CLASS} per class (the curve during the fit on "
+    f"{fit['curves'].get('test_subset') or 'all'} of them)."
 )
 # ---- what the figures below must not be read without ------------------------------------------
 for msg in cautions.result_cautions(result):

@@ -225,6 +225,7 @@ def statistics_verdict(rows: Sequence[Mapping[str, Any]], labels: Sequence[str])
     point the wrong way, in words. ``rows``: ``sweep_row`` dicts; the outcome is the gain of the
     fit over its own 'none' baseline (target − baseline accuracy). Only pairs whose gains differ
     by more than 5 points are judged. None when there is nothing to judge."""
+
     def gain(r: Mapping[str, Any]) -> float | None:
         t, b = r.get("target_test_acc"), r.get("baseline_test_acc")
         return None if t is None or b is None else float(t) - float(b)
