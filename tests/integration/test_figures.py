@@ -78,7 +78,7 @@ def test_kernel_regime_prediction_stops_where_it_parts_from_the_fit(kernel_regim
     assert len(kr["steps"]) == len(kr["measured_loss"]) == len(kr["predicted_loss"]) == 21
     assert kr["parted_at"] is not None and kr["agree_until"] < kr["steps"][-1]
     fig = figures.fit_curves_figure(fit, kernel, kernel_regime["weights"])
-    measured, pred = _loss_panel(fig)
+    measured, pred = _loss_panel(fig)[:2]  # then their offset-free parts
     assert list(measured.x) == kr["steps"]
     # The prediction is drawn up to agree_until, never beyond: within 10% of the fit there.
     assert pred.name.startswith("NTK prediction, full kernel") and pred.line.dash == "solid"

@@ -392,11 +392,13 @@ def test_eigenvalue_csv_has_metadata_and_values() -> None:
     assert len(rows) == 16 and float(rows[0]["eigenvalue"]) == pytest.approx(10.0)
 
 
-def test_curves_csv_merges_steps_and_prediction() -> None:
+def test_curves_csv_merges_steps_and_carries_no_prediction_for_a_practical_fit() -> None:
+    """An Adam + cross-entropy fit: the page draws no NTK prediction on its axes, so its download
+    carries none either (the kernel regime's columns: test_kernel_regime_honesty)."""
     rows = _read_csv(downloads.curves_csv(fake_explore()))
     by_step = {int(r["step"]): r for r in rows}
     assert by_step[0]["kernel_loss"] == "0.5" and by_step[0]["train_loss"] == ""
-    assert float(by_step[5]["ntk_predicted_loss"]) == pytest.approx(0.5 * 0.9**5)
+    assert "ntk_predicted_loss" not in rows[0]
 
 
 def test_result_json_round_trips() -> None:
