@@ -24,8 +24,16 @@ sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the librar
 APP = str(ROOT / "dashboard" / "app.py")
 
 from dashboard import state  # noqa: E402
+from tests.configs import PIXEL  # noqa: E402
 
+# The pixel pair (tests/configs.PIXEL) as URL parameters: only its non-default fields, since the
+# URL holds exactly those. Most tests run on it; ``SMALL`` is the pretrained default, made small.
+PIXEL_URL = {
+    name: str(value) for name, value in PIXEL.items() if value != getattr(state.DEFAULT, name)
+}
+SMALL = {"steps": "20", "n_kernel": "16", "eval_every": "5", "target_per_class": "20"}
 FAST = {
+    **PIXEL_URL,
     "steps": "20",
     "n_kernel": "16",
     "source_per_class": "20",
@@ -92,6 +100,34 @@ def warnings_text(at: AppTest) -> str:
 
 
 # --------------------------------------------------------------------------- Explore
+def test_explore_default_is_the_pretrained_model_reprogrammed_to_mnist() -> None:
+    """The default page (made small): the ImageNet EfficientNet-Lite0 and what it knows, the
+    kernel's regression accuracy beside the spectrum, the set-ups one click away."""
+    at = run_until(new_app(SMALL), has_chart("Reprogramming fit"), "the default explore result")
+    labels = [m.label for m in at.metric]
+    assert "source top-1" in labels and "kernel regression" in labels
+    top1 = next(m for m in at.metric if m.label == "source top-1").value
+    assert float(top1.rstrip("%")) >= 80  # ImageNet photos at 224 px: it is pretrained
+    card = at.dataframe[0].value
+    text = " ".join(card["value"])
+    assert "ImageNet" in text and "1000 classes" in text and "foolbox" in text
+    assert "near chance" not in warnings_text(at)  # a pretrained model is not near chance
+    assert "RANDOM" not in " ".join(charts(at))
+    stats = at.table[0].value
+    assert {"kernel regression accuracy", "input-independent share"} <= set(stats["statistic"])
+    assert {b.label for b in at.button} >= {
+        "ImageNet model → MNIST (default)",
+        "pixel CNN: animals → digits",
+        "ImageNet encoder + CNN head",
+    }
+    # No depth or source-training widgets for a classifier used as it is.
+    assert all(s.key != "cfg.depth" for s in at.sidebar.slider)
+    # One click to the pixel pair: the sidebar follows.
+    next(b for b in at.button if b.label == "pixel CNN: animals → digits").click().run()
+    assert at.session_state["_cfg"]["source_family"] == "cnn"
+    assert at.sidebar.slider(key="cfg.depth").value == 3
+
+
 def test_explore_renders_real_results_and_downloads() -> None:
     at = run_until(new_app(FAST), has_chart("Reprogramming fit"), "the explore result")
     specs = charts(at)
@@ -109,7 +145,7 @@ def test_explore_renders_real_results_and_downloads() -> None:
     assert "near chance" in text and "N = 16 samples" in text and "trace form" in text
     assert any("What the frozen source model sees" in s for s in specs)
     labels = [m.label for m in at.metric]
-    assert "source test accuracy" in labels and "λ_min of the NTK" in labels
+    assert "source test accuracy" in labels and "λ_min (NTK)" in labels
     assert all("%" in m.value for m in at.metric[:3])
     assert at.dataframe  # the source model card
     stats = at.table[0].value  # the statistics table: a table whose cells wrap
@@ -133,7 +169,9 @@ def test_explore_widgets_change_config_url_and_result() -> None:
     at.sidebar.slider(key="cfg.depth").set_value(2)
     at.sidebar.selectbox(key="cfg.transform").set_value("vp")  # fc is the default
     at = run_until(at, has_chart("padding visual prompt (vp) ·"), "the vp result")
-    assert at.query_params["depth"] == "2" and at.query_params["transform"] == "vp"
+    assert at.query_params["depth"] == "2"
+    assert "transform" not in at.query_params  # vp is the default: the URL leaves it out
+    assert at.session_state["_cfg"]["transform"] == "vp"
     assert at.session_state["_cfg"]["depth"] == 2
     spectrum = next(s for s in charts(at) if "Eigenvalue spectrum" in s)
     assert "trace form" in spectrum
