@@ -65,9 +65,10 @@ COMPARISONS = (
         "pretrained vs random weights: the source model's quality",
         PRETRAINED,
         ({}, {"weights": "random"}),
-        "The same network and the same prompt: with ImageNet weights the prompt reprograms it, "
-        "with random weights it cannot. Compare the spectra and the kernel's regression "
-        "accuracy: which statistics rank the two the right way?",
+        "The same network, the same prompt, the same 300 steps: with ImageNet weights the prompt "
+        "reprograms it, with random weights it barely moves (given twice the steps it starts to: "
+        "docs/results.md). Compare the spectra and the kernel's regression accuracy: which "
+        "statistics rank the two the right way?",
     ),
     Comparison(
         "prompt-shape",
