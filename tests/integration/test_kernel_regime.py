@@ -99,8 +99,11 @@ def test_cli_fit_regime_kernel_json_reports_the_comparison(capsys):
 # ----------------------------------------------------------------------------- the defaults
 @pytest.mark.slow
 def test_the_default_configuration_reprograms():
-    """The default Explore config: a converged source (>= 85 %) and a fit >= 30 points above the
-    'none' baseline (docs/results.md measures seeds 0, 1, 2; one seed here for time)."""
+    """The default Explore config: the pretrained ImageNet classifier, well above the chance of
+    its 1000 classes at the 64 px it is shown here (top-1 on the shipped sample photos: 25 %,
+    against 0.1 %), and a fit >= 30 points above the 'none' baseline (seed 0, 2026-12-06:
+    68.1 % against 20.0 %)."""
     res = pipeline.run_fit(ExperimentConfig())
-    assert res["source_test_acc"] >= 0.85
+    assert res["weights"] == "imagenet"
+    assert res["source_test_acc"] >= 0.20
     assert res["target_test_acc"] >= res["baseline_test_acc"] + 0.30

@@ -149,6 +149,10 @@ def test_explore_benchmark_quick_json():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout)
+    for key in ("setups", "threads", "load", "kernel_paths"):
+        assert key in res, key
+    # The pixel pair (the source trained here), as before the pretrained default.
+    pixel = res["setups"]["pixel"]
     for key in (
         "cold_s",
         "whatif_cached_source_s",
@@ -156,17 +160,26 @@ def test_explore_benchmark_quick_json():
         "first_result_s",
         "cached_s",
         "stages",
-        "threads",
-        "load",
     ):
-        assert key in res, key
-    stages = res["stages"]
+        assert key in pixel, key
+    stages = pixel["stages"]
     assert stages["cold"]["cache"] == "computed" and stages["cached"]["cache"] == "hit"
     # The what-if with a new transform reuses the stored source model: its source stage is a
     # load, far shorter than the cold run's training.
     assert stages["whatif_cached_source"]["source"] < stages["cold"]["source"]
-    assert res["first_result_s"] <= res["whatif_cached_source_s"]
-    assert res["cached_s"] < res["cold_s"]
+    assert pixel["first_result_s"] <= pixel["whatif_cached_source_s"]
+    assert pixel["cached_s"] < pixel["cold_s"]
+    # The default Explore (the pretrained model, loaded): cold, the what-ifs the pages offer next
+    # (random weights, another transform) computed, a reload a hit.
+    pretrained = res["setups"]["pretrained"]
+    assert pretrained["configs"]["cold"]["source_family"] == ExperimentConfig().source_family
+    for key in ("cold_s", "whatif_weights_s", "whatif_transform_s", "cached_s", "stages"):
+        assert key in pretrained, key
+    stages = pretrained["stages"]
+    assert [stages[s]["cache"] for s in ("cold", "whatif_weights", "whatif_transform")] == [
+        "computed"
+    ] * 3
+    assert stages["cached"]["cache"] == "hit" and pretrained["cached_s"] < pretrained["cold_s"]
     assert res["threads"]["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     (row,) = res["kernel_paths"]
     assert row["ok"] and row["rank_float64"] == row["rank_mixed"]
