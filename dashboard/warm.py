@@ -34,30 +34,14 @@ def enabled() -> bool:
 
 
 def default_items() -> list[tuple[str, ExperimentConfig, str]]:
-    """(task kind, config, label) of what the default pages ask for first: Explore's default
-    and the second column of the default Compare (the same model with random weights)."""
-    base = ExperimentConfig()
-    return [
-        ("explore", base, "default Explore"),
-        ("explore", base.replace(weights="random"), "default Compare, column B (random weights)"),
-    ]
+    """(task kind, config, label) of what the default pages ask for first
+    (``presets.default_views``)."""
+    return [("explore", cfg, label) for label, cfg in presets.default_views()]
 
 
 def what_if_items() -> list[tuple[str, ExperimentConfig, str]]:
-    """The what-ifs the pages offer one click away, each once, after ``default_items``."""
-    seen = {cfg.key("explore") for _, cfg, _ in default_items()}
-    out = []
-    for comp in presets.COMPARISONS:
-        for letter, cfg in zip("ABCD", comp.configs()):
-            if cfg.key("explore") not in seen:
-                seen.add(cfg.key("explore"))
-                out.append(("explore", cfg, f"Compare '{comp.key}', column {letter}"))
-    for setup in presets.SETUPS:
-        cfg = setup.config()
-        if cfg.key("explore") not in seen:
-            seen.add(cfg.key("explore"))
-            out.append(("explore", cfg, f"Explore set-up '{setup.key}'"))
-    return out
+    """The what-ifs the pages offer one click away, each once (``presets.what_ifs``)."""
+    return [("explore", cfg, label) for label, cfg in presets.what_ifs()]
 
 
 def status() -> dict[str, Any]:

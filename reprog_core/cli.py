@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="inspect, clear or warm the result cache")
     p.add_argument("action", choices=["info", "ls", "clear", "warm"])
     p.add_argument("--kind", default=None, help="clear only this task kind")
-    p.add_argument("--preset", default="default", help="warm: the preset grid to precompute")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="warm: a sweep preset grid to precompute (default: what the dashboard warms, the "
+        "default views and the what-ifs one click away)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("sweep", help="run a grid of experiments and write a report")
@@ -293,12 +298,25 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         out = be.admin.cache_clear_report(b, kind=args.kind)
     else:
 
-        def show(msg: Any) -> None:
+        def show(done: int, total: int, entry: dict[str, Any]) -> None:
             if not args.json:
-                print(msg, file=sys.stderr)
+                what = entry.get("view") or ", ".join(
+                    f"{k} {entry[k]}" for k in ("depth", "transform", "seed") if k in entry
+                )
+                how = entry.get("error") or entry.get("cache")
+                print(
+                    f"[{done}/{total}] {what}: {how} ({entry['elapsed_s']:.0f} s)", file=sys.stderr
+                )
 
-        grid = sweep.build_grid(ExperimentConfig(), preset=args.preset)
-        out = be.warm(b, sweep.warm_items(grid), show)
+        if args.preset:
+            grid = sweep.build_grid(ExperimentConfig(), preset=args.preset)
+            items = sweep.warm_items(grid)
+        else:
+            from reprog_core import presets
+
+            views = presets.default_views() + presets.what_ifs()
+            items = [("explore", cfg, {}, {"view": label}) for label, cfg in views]
+        out = be.warm(b, items, show)
     if args.json:
         _print_json(out if isinstance(out, dict) else {"entries": out})
     elif isinstance(out, list):

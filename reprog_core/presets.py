@@ -98,6 +98,34 @@ COMPARISONS = (
 )
 
 
+def default_views() -> list[tuple[str, ExperimentConfig]]:
+    """(label, config) of what the default pages ask for first: Explore's default and the second
+    column of the default Compare (the same model with random weights)."""
+    base = ExperimentConfig()
+    return [
+        ("default Explore", base),
+        ("default Compare, column B (random weights)", base.replace(weights="random")),
+    ]
+
+
+def what_ifs() -> list[tuple[str, ExperimentConfig]]:
+    """(label, config) of the what-ifs the pages offer one click away (the comparisons' columns,
+    then the other set-ups), each experiment once, leaving out ``default_views``."""
+    seen = {cfg.key("explore") for _, cfg in default_views()}
+    out = []
+    labelled = [
+        (f"Compare '{comp.key}', column {letter}", cfg)
+        for comp in COMPARISONS
+        for letter, cfg in zip("ABCD", comp.configs())
+    ]
+    labelled += [(f"Explore set-up '{setup.key}'", setup.config()) for setup in SETUPS]
+    for label, cfg in labelled:
+        if cfg.key("explore") not in seen:
+            seen.add(cfg.key("explore"))
+            out.append((label, cfg))
+    return out
+
+
 def comparison(key: str) -> Comparison | None:
     return next((c for c in COMPARISONS if c.key == key), None)
 
