@@ -356,7 +356,9 @@ st.markdown(
     "(arXiv 2506.00620, 2025). With CLIP as a frozen feature extractor and a trainable CNN of "
     "depth 1 to 6 on top: source accuracy rises with depth, target accuracy rises with source "
     "depth, and the padding prompt beats the fully connected transformation. The **Depth sweep** "
-    "page runs that experiment on the data sets available here."
+    "page runs that experiment on the data sets available here, with a frozen ImageNet "
+    "encoder in CLIP's place; `docs/results.md` says which of the claims held on this machine "
+    "and which did not."
 )
 
 ui.sync_url(

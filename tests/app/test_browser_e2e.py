@@ -37,7 +37,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 # Small but real computations: a one-epoch source model on 20 images per class, 20 fit steps.
-FAST = "steps=20&n_kernel=16&source_per_class=20&source_epochs=1&eval_every=5&target_per_class=20"
+# The pixel pair (tests/configs.PIXEL), tiny; SMALL: the pretrained default with a short fit.
+PIXEL_URL = "source_family=cnn&source_size=32&target=digits&transform=fc"
+FAST = (
+    f"{PIXEL_URL}&steps=20&n_kernel=16&source_per_class=20&source_epochs=1&eval_every=5"
+    "&target_per_class=20"
+)
+SMALL = "steps=20&n_kernel=16&eval_every=5&target_per_class=20"
 RESULT_TIMEOUT_MS = 600_000  # a shared 2-core machine under load: a cold result can take minutes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -169,6 +175,35 @@ def test_explore_change_depth_and_transform(server: str) -> None:
     for name in ("explore-default.png", "explore-depth2-fc.png", "spectrum-depth2-fc.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
     print(f"screenshots in {ARTIFACTS}")
+
+
+def test_the_default_pages_show_the_pretrained_model(server: str) -> None:
+    """The default Explore and Compare, with a short fit: the ImageNet model reprogrammed to
+    MNIST, and the same model with random weights beside it (screenshots to look at)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{server}/?{SMALL}", wait_until="domcontentloaded")
+            _wait_for_chart(page, "Reprogramming fit")
+            # (the source card is a data grid drawn on a canvas: its text is not in the page)
+            expect(page.get_by_text("source top-1").first).to_be_visible()
+            expect(page.get_by_text("kernel regression").first).to_be_visible()
+            _tall(page, "explore-pretrained.png", 4400)
+            page.goto(f"{server}/compare?{SMALL}", wait_until="domcontentloaded")
+            _wait_for_chart(page, "spectra, overlaid")
+            expect(page.get_by_text("weights random").first).to_be_visible()
+            expect(
+                page.get_by_text("Ranked by the gain over their own baseline").first
+            ).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+            _tall(page, "compare-pretrained-vs-random.png", 4000)
+        finally:
+            browser.close()
+    for name in ("explore-pretrained.png", "compare-pretrained-vs-random.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
 
 
 def _tall(page: Any, name: str, height: int = 3000) -> None:
