@@ -31,6 +31,7 @@ class Comparison:
     setup: Setup
     columns: tuple[dict[str, Any], ...]  # each: changes to the setup's config
     lesson: str  # one sentence: what to look at
+    button: str = ""  # a short name for a button (default: the label)
 
     def configs(self) -> list[ExperimentConfig]:
         base = self.setup.config()
@@ -69,6 +70,7 @@ COMPARISONS = (
         "reprograms it, with random weights it barely moves (given twice the steps it starts to: "
         "docs/results.md). Compare the spectra and the kernel's regression accuracy: which "
         "statistics rank the two the right way?",
+        button="ImageNet vs random weights",
     ),
     Comparison(
         "prompt-shape",
@@ -78,6 +80,7 @@ COMPARISONS = (
         "One pixel source, two prompts. The border prompt adds nearly the same change to every "
         "image, so its kernel has one dominant direction; the full-image prompt's kernel spreads "
         "over many. Their spectra say which fits better before any training.",
+        button="border vs full-image prompt",
     ),
     Comparison(
         "transforms",
@@ -86,6 +89,7 @@ COMPARISONS = (
         ({"transform": "vp"}, {"transform": "vp-full"}, {"transform": "fc"}, {"transform": "none"}),
         "Border prompt, full-image prompt and fully connected layer on the same frozen ImageNet "
         "model, with 'none' (nothing trained) as the floor.",
+        button="every transformation",
     ),
     Comparison(
         "pixel-pair",
@@ -94,6 +98,7 @@ COMPARISONS = (
         ({"transform": "fc"}, {"transform": "vp"}),
         "A small source trained from scratch on silhouettes: the fully connected layer reprograms "
         "it, the border prompt barely moves it.",
+        button="fc vs vp, pixel CNN",
     ),
 )
 

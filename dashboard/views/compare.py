@@ -77,7 +77,7 @@ st.markdown(
 st.markdown("**One click:**")
 for _col, _comp in zip(st.columns(len(presets.COMPARISONS)), presets.COMPARISONS):
     _col.button(
-        _comp.label,
+        _comp.button or _comp.label,
         key=f"cmp.preset.{_comp.key}",
         on_click=compare_presets.apply,
         args=(_comp.key,),
