@@ -439,9 +439,8 @@ def test_cli_when_not_even_the_cache_folder_fits(mount_tmpfs, run_cli, monkeypat
 def test_a_stored_source_replaced_by_a_fifo_is_retrained_not_waited_on(tmp_path, monkeypatch):
     """A stored source model is read like the store's own files: a FIFO in its place (torch.load
     would block on it) is a corrupt entry, and the source is trained again."""
-    from tests.configs import PIXEL
-
     from reprog_core.source_model.training import load_or_train_source, stored_source_path
+    from tests.configs import PIXEL
 
     monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path / "cache"))
     cfg = ExperimentConfig(
