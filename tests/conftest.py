@@ -10,8 +10,8 @@ import tempfile
 os.environ.setdefault("REPROG_CACHE_DIR", tempfile.mkdtemp(prefix="reprog-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The dashboard warms its default views when a server starts; in tests (AppTest, the browser
-# test's server) that would compute the default views in the background. tests/integration/test_warm.py
-# turns it on where it is the subject.
+# test's server) that would compute the default views in the background.
+# tests/integration/test_warm.py turns it on where it is the subject.
 os.environ.setdefault("REPROG_WARM", "0")
 
 import torch  # noqa: E402
