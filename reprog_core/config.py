@@ -137,11 +137,12 @@ def _f(default: Any, label: str, **info: Any) -> Any:
 class ExperimentConfig:
     """Everything that determines one reprogramming experiment f_T = b o f_S o a_theta.
 
-    The defaults are the offline default pair, chosen by measurement (docs/results.md, "Why
-    these defaults"): a pixel CNN of depth 3 trained to a validation plateau on 300 ``animal``
-    silhouettes per class (test accuracy 0.89-0.90 over seeds 0-2), reprogrammed to ``digits``
-    by an ``fc`` input transformation, which lifts target accuracy from the ``none`` baseline
-    (about 0.28) to about 0.93.
+    The defaults are the offline default, chosen by measurement (docs/results.md, "A real
+    pretrained source"): the ImageNet EfficientNet-Lite0 used as the whole 1000-class
+    classifier at a 64 x 64 input, reprogrammed to real MNIST (each 28 x 28 digit in the middle)
+    by a border prompt trained for 300 Adam steps: 0.681 target test accuracy against 0.200 for
+    the ``none`` baseline at seed 0, while ``weights='random'`` stays at 0.167 (baseline 0.103).
+    ``presets.PIXEL`` is the earlier pixel pair.
     """
 
     # --- source model f_S -------------------------------------------------------------------
