@@ -283,3 +283,24 @@ def test_spectrum_ranks_old_sweep_one_depth_text_and_json(
     assert doc["family_size"] == sum(r["p"] is not None for r in doc["rows"]) == 2
     # A folder without rows is an error, not a traceback.
     assert bench.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_shipped_depth_experiment_reproduces_its_table(tmp_path, capsys) -> None:
+    """docs/results.md's depth experiment on the pretrained encoder is recomputed from the rows
+    kept in docs/data: the per-depth means, depth alone against accuracy, and no spectral
+    statistic surviving the depth control."""
+    import json
+
+    csv_path = (
+        Path(__file__).resolve().parents[2] / "docs" / "data" / "pretrained-encoder-depth.csv"
+    )
+    assert _bench().main([str(csv_path), "--outcome", "target_test_acc", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_rows"] == 18 and out["family_size"] == 21
+    (alone,) = out["depth_alone"]
+    assert alone["rho"] == pytest.approx(-0.80, abs=0.005) and alone["p"] < 1e-4
+    means = {d["depth"]: d["target_test_acc_mean"] for d in out["per_depth"]}
+    assert means[1.0] == pytest.approx(0.695, abs=5e-4) and means[6.0] == pytest.approx(
+        0.511, abs=5e-4
+    )
+    assert not any(r["verdict"].startswith("survives") for r in out["rows"])
