@@ -289,7 +289,6 @@ def test_the_shipped_depth_experiment_reproduces_its_table(tmp_path, capsys) -> 
     """docs/results.md's depth experiment on the pretrained encoder is recomputed from the rows
     kept in docs/data: the per-depth means, depth alone against accuracy, and no spectral
     statistic surviving the depth control."""
-    import json
 
     csv_path = (
         Path(__file__).resolve().parents[2] / "docs" / "data" / "pretrained-encoder-depth.csv"
