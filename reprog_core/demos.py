@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from reprog_core.ntk.analytic import relu_mlp_ntk
+from reprog_core.runtime import rng_lock
 from reprog_core.source_model.pixel import NTKLinear
 
 LABEL_PLACEMENTS = ("even", "fast", "slow")
@@ -138,8 +139,9 @@ def ntk_width_convergence(
     for j, width in enumerate(widths):
         curves, errs = [], []
         for s in range(seeds):
-            torch.manual_seed(seed * 10_007 + j * 101 + s)
-            model = _relu_mlp(2, int(width), depth)
+            with rng_lock():  # the global RNG is shared with the backend's threads
+                torch.manual_seed(seed * 10_007 + j * 101 + s)
+                model = _relu_mlp(2, int(width), depth)
             emp = _empirical_ntk(model, x.float())
             curves.append(emp[centre].tolist())
             errs.append(float(torch.linalg.norm(emp - analytic) / norm))

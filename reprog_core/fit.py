@@ -28,7 +28,7 @@ from reprog_core.config import (
 from reprog_core.input_transform import InputTransform, build_transform
 from reprog_core.label_mapping import build_mapping, fit_frequency_mapping
 from reprog_core.results import FitCurves, FitResult
-from reprog_core.runtime import seed_everything
+from reprog_core.runtime import rng_lock, seed_everything
 
 ProgressFn = Callable[[float, str], None]
 StepHook = Callable[[int, float, nn.Module], None]
@@ -125,8 +125,9 @@ def initial_model(
     """f_T at theta_0, seeded by ``cfg.seed``, with the label mapping the fit starts from (FLM/ILM
     fitted on its training images): built once per experiment, the kernel is taken at it and the
     fit trains a copy (``reprogram(start=...)``)."""
-    seed_everything(cfg.seed)
-    model = build_reprogrammed(cfg, source, len(td.classes), n_source)
+    with rng_lock():  # the global RNGs are shared by the backend's threads
+        seed_everything(cfg.seed)
+        model = build_reprogrammed(cfg, source, len(td.classes), n_source)
     device = next(source.parameters()).device
     x, y = training_set(cfg, td)
     init_mapping(cfg, model, x.to(device), y.to(device))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,18 @@ def resolve_device(requested: str | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {requested!r} asked for CUDA, but no CUDA device is available")
     return dev
+
+
+# The global RNGs (Python's, NumPy's, torch's) are one per process, and the backend computes in
+# threads: two builds that seed them and draw from them at the same time would hand each other
+# their numbers (a "seeded" random network that depends on what else was running). Every
+# computation that seeds the global RNGs and builds from them holds this lock while it does.
+_RNG_LOCK = threading.RLock()
+
+
+def rng_lock() -> threading.RLock:
+    """The process-wide lock around seeding the global RNGs and drawing from them (re-entrant)."""
+    return _RNG_LOCK
 
 
 def seed_everything(seed: int) -> torch.Generator:

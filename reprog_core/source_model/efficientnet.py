@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprog_core._compat import ensure_torchvision_importable
+from reprog_core.runtime import rng_lock
 
 NAME = "efficientnet-lite0"
 WEIGHTS = ("imagenet", "random")  # what ``weights`` may be for this model
@@ -157,7 +158,7 @@ def build_network(weights: str, seed: int = 0) -> nn.Module:
     ensure_torchvision_importable()  # timm imports torchvision
     import timm
 
-    with torch.random.fork_rng(devices=[]):
+    with rng_lock(), torch.random.fork_rng(devices=[]):  # rng_lock: see runtime.py
         torch.manual_seed(seed)
         net = timm.create_model(TIMM_ARCH, pretrained=False, num_classes=N_CLASSES)
     if weights == "imagenet":

@@ -33,7 +33,7 @@ from reprog_core.backend.errors import DiskFull
 from reprog_core.backend.store_disk import read_regular_file
 from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
 from reprog_core.results import SourceResult
-from reprog_core.runtime import cache_dir, resolve_device, seed_everything
+from reprog_core.runtime import cache_dir, resolve_device, rng_lock, seed_everything
 from reprog_core.source_model import build_source_model, count_params, n_source_classes
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,9 @@ def _load_or_train(
     if path.exists() and not retrain:
         try:
             state, result_dict = read_stored_source(path)
-            seed_everything(cfg.seed)
-            model = build_source_model(cfg, n_classes, device=dev)
+            with rng_lock():  # the global RNGs are shared by the backend's threads
+                seed_everything(cfg.seed)
+                model = build_source_model(cfg, n_classes, device=dev)
             _trainable(model).load_state_dict(state)
             result = SourceResult(**result_dict)
             if progress:
@@ -325,8 +326,9 @@ def train_source(
     if progress:
         progress(0.0, "loading source data")
     sd = source_data(cfg)
-    gen = seed_everything(cfg.seed)
-    model = build_source_model(cfg, len(sd.classes), device=device).to(device)
+    with rng_lock():  # the global RNGs are shared by the backend's threads
+        gen = seed_everything(cfg.seed)
+        model = build_source_model(cfg, len(sd.classes), device=device).to(device)
     trainable = _trainable(model)
 
     # The frozen backbone runs once per data set; the head trains on its stored features.

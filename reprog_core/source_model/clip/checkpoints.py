@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from reprog_core._compat import import_open_clip
+from reprog_core.runtime import rng_lock
 from reprog_core.source_model.clip._util import (
     atomic_write,
     first_line,
@@ -37,7 +38,7 @@ def save_checkpoint(
     if isinstance(model_or_backbone, FrozenBackbone):
         open_clip = import_open_clip()
         register_tiny_configs()
-        with torch.random.fork_rng(devices=[]), quiet_open_clip():
+        with rng_lock(), torch.random.fork_rng(devices=[]), quiet_open_clip():
             torch.manual_seed(model_or_backbone.seed or 0)
             full = open_clip.create_model(model_or_backbone.name, pretrained_text=False)
         full.visual.load_state_dict(model_or_backbone.visual.state_dict())

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from reprog_core._compat import import_open_clip
-from reprog_core.runtime import resolve_device
+from reprog_core.runtime import resolve_device, rng_lock
 from reprog_core.source_model.clip._util import first_line, patched, quiet_open_clip
 from reprog_core.source_model.clip.checkpoints import diagnose_checkpoint
 from reprog_core.source_model.clip.offline import offline_reason
@@ -66,7 +66,7 @@ def load_backbone(
         )
 
     if weights == "random":
-        with torch.random.fork_rng(devices=[]), quiet_open_clip():
+        with rng_lock(), torch.random.fork_rng(devices=[]), quiet_open_clip():
             torch.manual_seed(seed)
             model = open_clip.create_model(name, pretrained=None, pretrained_text=False)
         return _wrap(
@@ -108,7 +108,7 @@ def _load_file(
     open_clip = import_open_clip()
     digest = _regular_file_sha256(path, label)
     try:
-        with torch.random.fork_rng(devices=[]), quiet_open_clip():
+        with rng_lock(), torch.random.fork_rng(devices=[]), quiet_open_clip():
             torch.manual_seed(seed)  # the init that the file overwrites; keeps runs repeatable
             model = open_clip.create_model(name, pretrained=str(path), pretrained_text=False)
     except Exception as err:
@@ -167,6 +167,7 @@ def _create_from_tag(name: str, tag: str, tag_cfg: dict, model_cfg: dict) -> nn.
     try:
         with contextlib.ExitStack() as stack:
             # The init that the tag's weights overwrite must not advance the caller's RNG.
+            stack.enter_context(rng_lock())  # see runtime.py
             stack.enter_context(torch.random.fork_rng(devices=[]))
             if offline:
                 # Cached, but the hub is unreachable: resolve from the cache without ~46 s of
