@@ -369,13 +369,14 @@ def curves_overlay_figure(
         ),
         horizontal_spacing=0.08,
     )
-    any_random = False
+    random_in: list[str] = []
     measured_all: list[float] = []
     cross_entropy: list[str] = []
     for i, (fit, _kernel, label) in enumerate(zip(fits, kernels, labels)):
         if not fit:
             continue
-        any_random |= fit.get("weights") == "random"
+        if fit.get("weights") == "random":
+            random_in.append(label.split(":", 1)[0].strip() or label)
         if (fit.get("config") or {}).get("loss") == "ce":
             cross_entropy.append(label)
         look = _overlaid(label, PALETTE[i % len(PALETTE)])
@@ -383,13 +384,15 @@ def curves_overlay_figure(
         _accuracy_panel(fig, fit, look, col=2)
     _panel_axes(fig, measured_all, loss_col=1, acc_col=2)
     fig.update_xaxes(title="step")
-    weights = "random" if any_random else None
+    weights = "random" if random_in else None
+    partly = random_in if len(random_in) < sum(1 for f in fits if f) else []
     fig.update_layout(
         title=title_layout(
             "Reprogramming fits, overlaid",
             "the NTK prediction is drawn only for fits in the kernel regime (full-batch gradient "
             "descent on squared loss), and only while it agrees with the measured loss",
             weights,
+            partly,
         )
     )
     height, bottom = 430, 110
@@ -397,4 +400,4 @@ def curves_overlay_figure(
         lines = wrap(f"{', '.join(cross_entropy)} trained on cross-entropy. {CE_SQUARED_LOSS}")
         bottom += 15 * (lines.count("<br>") + 1)
         footnote(fig, lines, y=below_px(height, bottom, 95))
-    return base_layout(fig, height, bottom=bottom, weights=weights)
+    return base_layout(fig, height, bottom=bottom, weights=weights, random_in=partly)

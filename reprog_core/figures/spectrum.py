@@ -219,7 +219,7 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
     """Several spectra on one log axis, each normalised by nothing: absolute eigenvalues, so a
     larger kernel sits higher. Legend entries name each kernel's form and N."""
     fig = go.Figure()
-    any_random = False
+    random_in: list[str] = []
     for i, (kernel, label) in enumerate(zip(kernels, labels)):
         if not kernel:
             continue
@@ -227,7 +227,8 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
         eig = np.asarray(stats.get("eigenvalues") or [], dtype=float)
         floor = _positive_floor(stats)
         is_random = kernel.get("weights") == "random"
-        any_random |= is_random
+        if is_random:
+            random_in.append(_short(label))
         color = PALETTE[i % len(PALETTE)]
         name = f"{label} · {kernel.get('kernel')} form, N = {kernel.get('n')}"
         if is_random:
@@ -251,7 +252,8 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
             "Target NTK spectra, overlaid",
             "dotted lines: each config's λ_min · eigenvalues at or below the tolerance are drawn "
             "at a floor",
-            "random" if any_random else None,
+            "random" if random_in else None,
+            random_in if len(random_in) < sum(1 for k in kernels if k) else (),
         ),
     )
     n_curves = sum(1 for k in kernels if k)
@@ -262,8 +264,14 @@ def spectra_overlay_figure(kernels: Sequence[Result | None], labels: Sequence[st
         360 + bottom,
         bottom=bottom,
         vertical_legend=True,
-        weights="random" if any_random else None,
+        weights="random" if random_in else None,
+        random_in=random_in if len(random_in) < sum(1 for k in kernels if k) else (),
     )
+
+
+def _short(label: str) -> str:
+    """'B' of 'B: weights random' (an overlay's label), else the label."""
+    return label.split(":", 1)[0].strip() or label
 
 
 def _eigenvalue_axes(fig: go.Figure) -> None:

@@ -9,7 +9,7 @@ must never be mistaken for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,7 @@ def weights_note(weights: str | None) -> str | None:
     """A warning line for a randomly initialised pretrained part (an encoder or a whole
     classifier); None when there is nothing to warn."""
     if weights == "random":
-        return "RANDOM weights: the source model's pretrained part was not pretrained"
+        return "RANDOM weights: the source model was not pretrained"
     return None
 
 
@@ -107,23 +107,41 @@ def random_weights_text(config: Mapping[str, Any]) -> str:
     )
 
 
-def title_layout(text: str, subtitle: str, weights: str | None) -> dict[str, Any]:
-    """The title (with 'RANDOM backbone weights' in red when ``weights`` is 'random') and its
-    subtitle, at the top left."""
+def _which(random_in: Sequence[str]) -> str:
+    """': B' (or ': B, C') naming the configurations of an overlay that have random weights."""
+    return f": {', '.join(random_in)}" if random_in else ""
+
+
+def title_layout(
+    text: str, subtitle: str, weights: str | None, random_in: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The title (with 'RANDOM weights' in red when ``weights`` is 'random'; in an overlay of
+    several configurations, ``random_in`` names those that have them) and its subtitle, at the
+    top left."""
     if weights_note(weights):
-        text = f"{text} — <span style='color:{RANDOM_COLOR}'>RANDOM weights</span>"
+        text = (
+            f"{text} — <span style='color:{RANDOM_COLOR}'>RANDOM weights{_which(random_in)}</span>"
+        )
     return {"text": text, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"}
 
 
-def random_banner(fig: go.Figure, weights: str | None, plot_height: float, top: int) -> None:
+def random_banner(
+    fig: go.Figure,
+    weights: str | None,
+    plot_height: float,
+    top: int,
+    random_in: Sequence[str] = (),
+) -> None:
     """A large translucent 'RANDOM WEIGHTS' watermark across the plot area and a red note at the
     right of the title row: both survive cropping, screenshots and HTML export, and neither hides
-    data."""
+    data. In an overlay, ``random_in`` names the configurations with random weights."""
     note = weights_note(weights)
     if not note:
         return
+    if random_in:
+        note = f"RANDOM weights in {', '.join(random_in)}: not pretrained"
     fig.add_annotation(
-        text="RANDOM WEIGHTS",
+        text=f"RANDOM WEIGHTS{_which(random_in)}",
         name="random-weights-watermark",
         xref="paper",
         yref="paper",
@@ -164,10 +182,11 @@ def base_layout(
     weights: str | None = None,
     top: int = TOP_PX,
     right: int = 20,
+    random_in: Sequence[str] = (),
 ) -> go.Figure:
     """Shared look: title and subtitle on top, the legend under the x axis title, and the
-    random-weights marks when ``weights`` is 'random'."""
-    random_banner(fig, weights, height - top - bottom, top)
+    random-weights marks when ``weights`` is 'random' (naming ``random_in`` in an overlay)."""
+    random_banner(fig, weights, height - top - bottom, top, random_in)
     fig.update_layout(
         template="plotly_white",
         height=height,

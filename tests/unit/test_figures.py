@@ -418,3 +418,21 @@ def test_page_parameters_are_not_config_fields() -> None:
         assert not set(names) & set(state.URL_FIELDS), page
     cfg, warnings = state.parse_config({"learn_eta": "1"}, extra_keys=page_params["learn"])
     assert cfg.lr == 0.0 and not warnings
+
+
+def test_an_overlay_names_the_configurations_with_random_weights() -> None:
+    """The default Compare overlays an ImageNet column (A) and a random one (B): the red marks
+    must say which one is random, not brand the whole figure."""
+    pretrained = fake_explore()
+    rnd = fake_explore(weights="random")
+    labels = ["A: weights imagenet", "B: weights random"]
+    for fig in (
+        figures.spectra_overlay_figure([pretrained["kernel"], rnd["kernel"]], labels),
+        figures.curves_overlay_figure(
+            [pretrained["fit"], rnd["fit"]], [pretrained["kernel"], rnd["kernel"]], labels
+        ),
+    ):
+        marks = [a.text for a in fig.layout.annotations if "RANDOM" in (a.text or "")]
+        assert "RANDOM WEIGHTS: B" in marks and "RANDOM weights: B" in fig.layout.title.text
+    both = figures.spectra_overlay_figure([rnd["kernel"], rnd["kernel"]], ["A: x", "B: y"])
+    assert "RANDOM WEIGHTS" in [a.text for a in both.layout.annotations]
