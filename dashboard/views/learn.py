@@ -243,9 +243,11 @@ def _pair_demo(key: str, explain) -> list[str]:
             ),
         )
         return []
+    dicts = [c.to_dict() for c in comp.configs()[:2]]
+    diff = state.differing_fields(dicts)  # what tells the two apart, named in both labels
     labels = [
-        f"{letter}: {', '.join(f'{k} {v}' for k, v in over.items())}"
-        for letter, over in zip("AB", comp.columns[:2])
+        f"{letter}: {', '.join(f'{f} {state.to_param(d[f])}' for f in diff)}"
+        for letter, d in zip("AB", dicts)
     ]
     rows = [sweep_row(r) for r in results]
     ui.plot(
