@@ -1,10 +1,9 @@
 """Small helpers the clip modules share: atomic file writes, ``torch.save`` through a file
-object, file checksums, one-line error text, and quieting open_clip's log."""
+object, one-line error text, and quieting open_clip's log."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
@@ -20,14 +19,6 @@ def torch_save(obj: Any, path: str) -> None:
     # so the same weights saved under two names (or via a random temp name) would hash apart.
     with open(path, "wb") as f:
         torch.save(obj, f)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def first_line(err: BaseException) -> str:
