@@ -23,24 +23,11 @@ from typing import Any
 
 import pytest
 
-from reprog_core.backend import Backend, Progress, Store, cache_info, cache_ls
+from reprog_core.backend import Backend, Store, cache_info, cache_ls
 from reprog_core.config import ExperimentConfig
-
-CFG = ExperimentConfig(source_family="cnn")
-
-
-def payload_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict:
-    """Counts its runs in ``params['counter']``; returns ``params['pad']`` characters."""
-    with open(params["counter"], "a") as f:
-        f.write("run\n")
-    return {"depth": cfg.depth, "pad": "x" * int(params.get("pad", 0))}
-
+from tests.integration.payload import CFG, payload_task, runs
 
 TASKS = {"integrity-payload": payload_task}
-
-
-def runs(counter: Path) -> int:
-    return len(counter.read_text().split()) if counter.exists() else 0
 
 
 @pytest.fixture

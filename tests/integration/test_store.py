@@ -25,7 +25,6 @@ import pytest
 from reprog_core.backend import (
     Backend,
     DiskFull,
-    Progress,
     Store,
     StoreBusy,
     cache_clear,
@@ -33,24 +32,12 @@ from reprog_core.backend import (
     cache_ls,
 )
 from reprog_core.backend import store as store_mod
-from reprog_core.config import ExperimentConfig
+from tests.integration.payload import CFG, payload_task, runs
 
-CFG = ExperimentConfig(source_family="cnn")  # a family whose key includes the depth
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def payload_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict:
-    """Counts its runs in ``params['counter']``; returns ``params['pad']`` characters."""
-    with open(params["counter"], "a") as f:
-        f.write("run\n")
-    return {"depth": cfg.depth, "pad": "x" * int(params.get("pad", 0))}
-
-
 TASKS = {"robust-payload": payload_task}
-
-
-def runs(counter: Path) -> int:
-    return len(counter.read_text().split()) if counter.exists() else 0
 
 
 @pytest.fixture
