@@ -22,12 +22,12 @@ from reprog_core import ntk
 from reprog_core.config import ExperimentConfig
 from reprog_core.fit import (
     baseline_accuracy,
-    build_reprogrammed,
     init_mapping,
     reprogram,
     squared_loss,
     target_data,
 )
+from reprog_core.reprogrammed import build_reprogrammed
 from reprog_core.runtime import seed_everything
 from reprog_core.source_model import n_source_classes
 from reprog_core.source_model import training as T

@@ -175,8 +175,8 @@ def run_scenarios(device: str, quick: bool, setup: str = "pretrained") -> dict[s
     """Time one setup's scenarios through a fresh backend (see the module doc): wall seconds
     and the process's CPU seconds (the backend computes in a thread of this process)."""
     from reprog_core.backend import Backend
-    from reprog_core.pipeline import TASKS
     from reprog_core.runtime import cache_dir
+    from reprog_core.serving import TASKS
 
     configs = scenario_configs(quick, setup)
     timer = StageTimer()
@@ -259,8 +259,9 @@ def kernel_paths(base: Any, n: int, transforms: list[str], device: str) -> list[
     import torch
 
     from reprog_core import data
-    from reprog_core.fit import build_reprogrammed, init_mapping, target_data, training_set
+    from reprog_core.fit import init_mapping, target_data, training_set
     from reprog_core.ntk.target import target_ntk_eig
+    from reprog_core.reprogrammed import build_reprogrammed
     from reprog_core.runtime import resolve_device, seed_everything
     from reprog_core.source_model.training import load_or_train_source
 

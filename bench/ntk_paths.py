@@ -52,7 +52,7 @@ def _build(spec: dict[str, Any]):
     import torch
 
     from reprog_core.config import ExperimentConfig
-    from reprog_core.fit import build_reprogrammed
+    from reprog_core.reprogrammed import build_reprogrammed
     from reprog_core.source_model import build_source_model
 
     cfg = ExperimentConfig(transform=spec["transform"], mapping="identity")
@@ -205,6 +205,7 @@ def chunk_sweep(n: int, chunks: list[int], repeat: int, threads: int) -> None:
     process, interleaved ``repeat`` times (fastest shown)."""
     import torch
 
+    import reprog_core.ntk.structured as structured_mod
     import reprog_core.ntk.target as target_mod
 
     torch.set_num_threads(threads)
@@ -218,13 +219,13 @@ def chunk_sweep(n: int, chunks: list[int], repeat: int, threads: int) -> None:
     for _ in range(repeat):
         for kind, chunk, mode in cells:
             model, x = models[kind]
-            target_mod.COTANGENTS = mode
+            structured_mod.COTANGENTS = mode
             t0 = time.perf_counter()
             target_mod.target_ntk(
                 model, x, dtype=torch.float64, grad_dtype=torch.float32, chunk_size=chunk
             )
             times[(kind, chunk, mode)].append(time.perf_counter() - t0)
-    target_mod.COTANGENTS = "loop"
+    structured_mod.COTANGENTS = "loop"
     print(
         f"# structured kernel, float32 G + float64 Gram, N={n}, cnn source ({date.today()}, "
         f"{threads} threads, fastest of {repeat} interleaved, load {os.getloadavg()[0]:.1f})\n"

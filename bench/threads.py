@@ -46,7 +46,7 @@ def child(spec: dict[str, Any]) -> dict[str, float]:
 
     import reprog_core  # noqa: F401  (OMP_WAIT_POLICY is already in the environment)
     from reprog_core.config import ExperimentConfig
-    from reprog_core.fit import build_reprogrammed
+    from reprog_core.reprogrammed import build_reprogrammed
     from reprog_core.source_model import build_source_model
 
     torch.set_num_threads(spec["threads"])

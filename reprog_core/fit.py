@@ -1,13 +1,12 @@
 """Reprogramming fits: train only theta (and a learned mapping), the source model frozen.
 
-f_T(x) = b(f_S(a_theta(x))). A fit returns per-step curves, accuracy before and after, a few
-transformed examples and the learned prompt. It is repeatable for a seed on the CPU and stops on a
-non-finite loss, keeping the last finite parameters and saying so.
+f_T(x) = b(f_S(a_theta(x))) (``reprogrammed.py``). A fit returns per-step curves, accuracy before
+and after, a few transformed examples and the learned prompt. It is repeatable for a seed on the
+CPU and stops on a non-finite loss, keeping the last finite parameters and saying so.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -25,8 +24,8 @@ from reprog_core.config import (
     OptimizerKind,
     sgd_step_size,
 )
-from reprog_core.input_transform import InputTransform, build_transform
-from reprog_core.label_mapping import build_mapping, fit_frequency_mapping
+from reprog_core.label_mapping import fit_frequency_mapping
+from reprog_core.reprogrammed import ReprogrammedModel, build_reprogrammed
 from reprog_core.results import FitCurves, FitResult
 from reprog_core.runtime import rng_lock, seed_everything
 
@@ -74,33 +73,6 @@ def target_data(cfg: ExperimentConfig) -> TargetData:
     return TargetData(
         ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.x_train[idx], ds.y_train[idx], ds.classes
     )
-
-
-class ReprogrammedModel(nn.Module):
-    """f_T = mapping o source o transform. x (N, C, H, W) target images -> (N, c_T) logits."""
-
-    def __init__(self, source: nn.Module, transform: InputTransform, mapping: nn.Module) -> None:
-        super().__init__()
-        self.source, self.transform, self.mapping = source, transform, mapping
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mapping(self.source(self.transform(x)))
-
-    def trainable_copy(self) -> ReprogrammedModel:
-        """A model with copies of theta and the mapping around the same frozen source: what a
-        fit trains, so that the model at theta_0 (and the kernel taken at it) stays as it was."""
-        return ReprogrammedModel(
-            self.source, copy.deepcopy(self.transform), copy.deepcopy(self.mapping)
-        )
-
-
-def build_reprogrammed(
-    cfg: ExperimentConfig, source: nn.Module, n_target: int, n_source: int
-) -> ReprogrammedModel:
-    transform = build_transform(cfg.transform, cfg.source_size, cfg.target_size)
-    mapping = build_mapping(cfg.mapping, n_source, n_target)
-    device = next(source.parameters()).device
-    return ReprogrammedModel(source, transform, mapping).to(device)
 
 
 def training_set(cfg: ExperimentConfig, td: TargetData) -> tuple[torch.Tensor, torch.Tensor]:

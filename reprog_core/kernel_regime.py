@@ -47,7 +47,6 @@ from reprog_core.config import (
 )
 from reprog_core.fit import (
     ProgressFn,
-    ReprogrammedModel,
     TargetData,
     baseline_note,
     baseline_step_size,
@@ -55,6 +54,7 @@ from reprog_core.fit import (
     reprogram,
 )
 from reprog_core.ntk.dynamics import offset_split
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.results import FitResult
 
 AGREEMENT = 0.10  # the prediction "holds" while |predicted - measured| / measured <= this

@@ -18,13 +18,13 @@ from reprog_core import __version__, data, memory, ntk
 from reprog_core.backend.service import current_backend
 from reprog_core.config import CODE_VERSION, ExperimentConfig
 from reprog_core.fit import (
-    ReprogrammedModel,
     TargetData,
     baseline_accuracy,
     initial_model,
     target_data,
 )
 from reprog_core.kernel_regime import fit_with_spectrum
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.results import ExperimentRecord, KernelResult
 from reprog_core.runtime import resolve_device
 from reprog_core.source_model import n_source_classes

@@ -2,17 +2,19 @@
 
 One idea per module:
 
-| module       | what it owns |
-|--------------|--------------|
-| ``target``   | ``target_ntk``: Θ_T w.r.t. θ; structured fast path + Jacobian reference |
-| ``jacobian`` | the generic per-sample-Jacobian contraction (torch.func), chunked |
-| ``source``   | ``source_ntk``: K_S w.r.t. the source model's trainable parameters |
-| ``analytic`` | closed forms: ``transform_kernel`` (Θ^A), ``relu_mlp_ntk`` (infinite width) |
-| ``spectral`` | ``spectrum``: eigenvalues, rank + tolerance, alignment (``SpectrumStats``) |
-| ``dynamics`` | ``ntk_dynamics``: the linearised squared-loss training curve in fit steps |
-| ``lanczos``  | ``topk_eigs``: top-k eigenpairs matrix-free, beyond the dense budget |
-| ``budget``   | memory plans; ``KernelTooLarge`` raised before allocating |
-| ``records``  | ``target_kernel_result`` / ``source_kernel_result``: ``KernelResult`` records |
+| module         | what it owns |
+|----------------|--------------|
+| ``target``     | ``target_ntk``: Θ_T w.r.t. θ; method, memory plan, Jacobian reference path |
+| ``structured`` | the structured fast path: input gradients G of the frozen part, Θ_T from them |
+| ``precision``  | the precision check: float32 G with a float64 Gram, or the fallback |
+| ``jacobian``   | the generic per-sample-Jacobian contraction (torch.func), chunked |
+| ``source``     | ``source_ntk``: K_S w.r.t. the source model's trainable parameters |
+| ``analytic``   | closed forms: ``transform_kernel`` (Θ^A), ``relu_mlp_ntk`` (infinite width) |
+| ``spectral``   | ``spectrum``: eigenvalues, rank + tolerance, alignment (``SpectrumStats``) |
+| ``dynamics``   | ``ntk_dynamics``: the linearised squared-loss training curve in fit steps |
+| ``lanczos``    | ``topk_eigs``: top-k eigenpairs matrix-free, beyond the dense budget |
+| ``budget``     | memory plans; ``KernelTooLarge`` raised before allocating |
+| ``records``    | ``target_kernel_result`` / ``source_kernel_result``: ``KernelResult`` records |
 
 Shape conventions: target images x (N, C, H, W); a trace kernel is (N, N) = sum over outputs; a
 full kernel is (N*c, N*c) with row ``i*c + a`` (sample-major).
@@ -36,14 +38,8 @@ from reprog_core.ntk.spectral import (
     spectrum,
     stats_from_eigenvalues,
 )
-from reprog_core.ntk.target import (
-    NtkMethod,
-    TransformStructure,
-    estimate_bytes,
-    input_gradients,
-    target_ntk,
-    transform_structure,
-)
+from reprog_core.ntk.structured import TransformStructure, input_gradients, transform_structure
+from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from reprog_core.input_transform import InputTransform
-from reprog_core.ntk.target import transform_structure
+from reprog_core.ntk.structured import transform_structure
 from reprog_core.source_model.pixel import RELU_SIGMA_W
 
 

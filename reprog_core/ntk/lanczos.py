@@ -23,9 +23,9 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import jvp, vjp
 
 from reprog_core.config import KernelForm
-from reprog_core.fit import ReprogrammedModel
 from reprog_core.ntk._autodiff import cast_module, eval_mode, functorch_friendly, model_device_dtype
 from reprog_core.ntk.target import _transform_fn
+from reprog_core.reprogrammed import ReprogrammedModel
 
 Params = dict[str, torch.Tensor]
 

@@ -18,7 +18,6 @@ from torch import nn
 
 from reprog_core import transforms
 from reprog_core.config import ExperimentConfig, KernelForm, sgd_step_size
-from reprog_core.fit import ReprogrammedModel
 from reprog_core.ntk.dynamics import initial_residuals, ntk_dynamics
 from reprog_core.ntk.lanczos import topk_eigs
 from reprog_core.ntk.regression import kernel_regression_accuracy
@@ -29,6 +28,7 @@ from reprog_core.ntk.spectral import (
     stats_from_eigenvalues,
 )
 from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk, target_ntk_eig
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.results import KernelResult, SpectrumStats
 
 MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points

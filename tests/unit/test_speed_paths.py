@@ -14,12 +14,12 @@ import torch
 
 import reprog_core.ntk.target as target_mod
 from reprog_core.config import ExperimentConfig
-from reprog_core.fit import ReprogrammedModel
 from reprog_core.input_transform import build_transform
 from reprog_core.label_mapping import build_mapping
 from reprog_core.ntk import spectrum
 from reprog_core.ntk.spectral import default_rank_tol
 from reprog_core.ntk.target import target_ntk, target_ntk_eig
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.source_model.pixel import PixelCNN
 from tests.configs import PIXEL
 

@@ -19,7 +19,6 @@ from torch import nn
 from torch.func import functional_call
 
 import reprog_core.ntk.target as target_mod
-from reprog_core.fit import ReprogrammedModel
 from reprog_core.input_transform import build_transform
 from reprog_core.label_mapping import IndexMapping, build_mapping
 from reprog_core.ntk import (
@@ -36,6 +35,7 @@ from reprog_core.ntk import (
     transform_kernel,
     transform_structure,
 )
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.source_model.clip_cnn import ClipCNN
 from reprog_core.source_model.pixel import ConvStack, PixelCNN, PixelMLP
 from tests.configs import PIXEL

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from reprog_core.config import ExperimentConfig
-from reprog_core.fit import TargetData, build_reprogrammed, reprogram
+from reprog_core.fit import TargetData, reprogram
 from reprog_core.ntk import (
     alignment,
     eigendecompose,
@@ -20,6 +20,7 @@ from reprog_core.ntk import (
     spectrum,
     target_ntk,
 )
+from reprog_core.reprogrammed import build_reprogrammed
 from reprog_core.source_model.pixel import PixelMLP
 from tests.configs import PIXEL
 

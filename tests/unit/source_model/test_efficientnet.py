@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from reprog_core.config import ExperimentConfig
-from reprog_core.fit import ReprogrammedModel
 from reprog_core.input_transform import build_transform
 from reprog_core.label_mapping import IndexMapping, build_mapping
 from reprog_core.ntk import target_ntk
+from reprog_core.reprogrammed import ReprogrammedModel
 from reprog_core.source_model import build_source_model, efficientnet, encoders
 from reprog_core.source_model.efficientnet import (
     EfficientNetEncoder,
