@@ -14,9 +14,9 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard import state
 from reprog_core.config import FIELDS, ExperimentConfig
-
-_TYPES = {f: ExperimentConfig.__dataclass_fields__[f].type for f in FIELDS}
+from reprog_core.config_fields import field_kinds, field_table
 
 
 def names_in(group: str, shown: Sequence[str]) -> list[str]:
@@ -33,48 +33,52 @@ def widget(
     format_func: Callable[[Any], str] | None = None,
     on_change: Callable[..., None] | None = None,
     args: tuple[Any, ...] = (),
+    config: type[ExperimentConfig] = ExperimentConfig,
     **kw: Any,
 ) -> None:
-    """Draw config field ``name`` under session-state ``key`` (which holds its value).
+    """Draw config field ``name`` of ``config`` under session-state ``key`` (which holds its value).
 
     A field with choices (or ``options``) is a select box; a bool a checkbox; an integer a slider
     when the dashboard narrows its range (``FieldInfo.ui``, the depth) and a number box in
-    ``ranges`` otherwise; a float a slider over its UI range, else a number box from 0.
+    ``ranges`` otherwise; a float a slider over its UI range, else a number box bounded by its
+    declared interval (``state.float_ranges``: what the URL accepts too). A session value outside
+    those bounds (the URL refuses one, but a preset or an older session may hold it) is brought
+    inside before the widget is drawn: Streamlit refuses a value outside min and max.
     """
-    info = FIELDS[name]
+    info = field_table(config)[name]
     common: dict[str, Any] = {"key": key, "help": info.help or None, **kw}
     if on_change is not None:
         common.update(on_change=on_change, args=args)
-    kind = str(_TYPES[name])
+    kind = field_kinds(config)[name]
     if options is not None or info.choices is not None:
-        opts = list(options if options is not None else _choices(name))
+        opts = list(options if options is not None else _choices(name, config))
         if st.session_state.get(key) not in opts:  # e.g. a checkpoint name from the URL
             opts.append(st.session_state[key])
         st.selectbox(info.label, opts, format_func=format_func or info.option_name, **common)
-    elif kind == "bool":
+    elif kind is bool:
         st.checkbox(info.label, **common)
-    elif kind == "int":
+    elif kind is int:
         lo, hi = ranges[name]
         if info.ui:
             st.slider(info.label, lo, hi, **common)
         else:
             st.number_input(info.label, min_value=lo, max_value=hi, step=int(info.step), **common)
     else:
-        value = float(st.session_state.get(key, 0.0))
+        flo, fhi = state.float_ranges(config)[name]
+        value = float(st.session_state.get(key, config.__dataclass_fields__[name].default))
+        if flo is not None:
+            value = max(flo, value)
+        st.session_state[key] = value if fhi is None else min(fhi, value)
         if info.ui:
-            lo, hi = float(info.ui[0]), float(info.ui[1])
-            st.session_state[key] = min(hi, max(lo, value))
-            st.slider(info.label, min_value=lo, max_value=hi, step=float(info.step), **common)
+            st.slider(info.label, min_value=flo, max_value=fhi, step=float(info.step), **common)
         else:
-            st.session_state[key] = value
-            st.number_input(
-                info.label, min_value=0.0, step=float(info.step), format="%.4g", **common
-            )
+            box = {"min_value": flo, "max_value": fhi, "step": float(info.step), "format": "%.4g"}
+            st.number_input(info.label, **box, **common)
 
 
-def _choices(name: str) -> list[str]:
+def _choices(name: str, config: type[ExperimentConfig] = ExperimentConfig) -> list[str]:
     """The field's values in the order pages offer them: its named options, then the rest."""
-    info = FIELDS[name]
+    info = field_table(config)[name]
     named = [value for value, _ in info.names]
     assert info.choices is not None
     return named + [e.value for e in info.choices if e.value not in named]

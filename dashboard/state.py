@@ -21,11 +21,13 @@ The URL is untrusted (see SECURITY.md):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reprog_core.config import FIELDS, LIMITS, ConfigError, ExperimentConfig, int_ranges
+from reprog_core.config import FIELDS, ConfigError, ExperimentConfig, int_ranges
+from reprog_core.config_fields import field_kinds, field_table
 
 DEFAULT = ExperimentConfig()
 
@@ -36,19 +38,61 @@ URL_FIELDS: tuple[str, ...] = tuple(name for name, info in FIELDS.items() if inf
 FIELD_LABELS: dict[str, str] = {name: info.label for name, info in FIELDS.items()}
 
 
-def ranges(limits: Mapping[str, int] | None = None) -> dict[str, tuple[int, int]]:
+def ranges(
+    limits: Mapping[str, int] | None = None, config: type[ExperimentConfig] = ExperimentConfig
+) -> dict[str, tuple[int, int]]:
     """Integer ranges the dashboard accepts: ExperimentConfig's, narrowed by what the dashboard
     offers (``FieldInfo.ui``) and by the backend's server caps (``FieldInfo.cap``, values from
     ``Limits.to_dict()``), so the URL can never ask for more than the server will compute."""
     out = {}
-    for name, (lo, hi) in LIMITS.items():
-        info = FIELDS[name]
+    for name, info in field_table(config).items():
+        if info.limits is None:
+            continue
+        lo, hi = info.limits
         if info.ui:
             lo, hi = int(info.ui[0]), int(info.ui[1])
         if limits and info.cap in limits:
             hi = min(hi, int(limits[info.cap]))
         out[name] = (lo, hi)
     return out
+
+
+def float_ranges(
+    config: type[ExperimentConfig] = ExperimentConfig,
+) -> dict[str, tuple[float | None, float | None]]:
+    """Float ranges the dashboard accepts, the float counterpart of ``ranges``: the field's
+    declared ``Interval`` as inclusive bounds (an open end moved to the next float inside; None
+    where unbounded), narrowed by what the dashboard offers (``FieldInfo.ui``). The URL refuses a
+    value outside them and the widget (``fields.widget``) takes its min and max from them, so a
+    value the widget could not show never arrives silently clamped."""
+    out: dict[str, tuple[float | None, float | None]] = {}
+    kinds = field_kinds(config)
+    for name, info in field_table(config).items():
+        if kinds[name] is not float or info.interval is None:
+            continue
+        lo, hi = info.interval.bounds()
+        if info.ui:
+            lo, hi = float(info.ui[0]), float(info.ui[1])
+        out[name] = (lo, hi)
+    return out
+
+
+def _outside(value: float, lo: float | None, hi: float | None) -> str | None:
+    """Why ``value`` is outside what the dashboard offers, or None."""
+    if (lo is None or lo <= value) and (hi is None or value <= hi):
+        return None
+    low, high = ("-inf" if lo is None else to_param(lo)), ("inf" if hi is None else to_param(hi))
+    return f"the dashboard offers {low} to {high}, got {to_param(value)}"
+
+
+@functools.cache
+def _url_fields(config: type[ExperimentConfig]) -> tuple[str, ...]:
+    return tuple(name for name, info in field_table(config).items() if info.url)
+
+
+@functools.cache
+def _default(config: type[ExperimentConfig]) -> ExperimentConfig:
+    return config()
 
 
 def _one(raw: Any) -> str:
@@ -162,40 +206,48 @@ def parse_config(
     *,
     allowed_ranges: Mapping[str, tuple[int, int]] | None = None,
     extra_keys: Iterable[str] = (),
+    config: type[ExperimentConfig] = ExperimentConfig,
 ) -> tuple[ExperimentConfig, list[str]]:
     """An ExperimentConfig from query parameters, and a warning for each one that was not used.
 
+    A value the config refuses (outside an integer's limits or a float's interval, nan, inf, not
+    a number) or outside what the dashboard offers (``ranges``, ``float_ranges``) is dropped with
+    a warning that names the parameter; its field keeps its default.
     ``extra_keys``: the page's own parameters (not config fields, not warned about).
+    ``config``: the config class whose fields are read (a scratch subclass in tests).
     """
-    allowed_ranges = allowed_ranges or ranges()
+    allowed_ranges = allowed_ranges or ranges(config=config)
+    floats = float_ranges(config)
+    url_fields = _url_fields(config)
     warnings: list[str] = []
-    given = {k: _one(v) for k, v in params.items() if k in URL_FIELDS}
-    for key in sorted(set(params) - set(URL_FIELDS) - set(extra_keys)):
+    given = {k: _one(v) for k, v in params.items() if k in url_fields}
+    for key in sorted(set(params) - set(url_fields) - set(extra_keys)):
         warnings.append(f"Unknown URL parameter {md_code(key)} was ignored.")
 
     def range_problem(name: str, cfg: ExperimentConfig) -> str | None:
-        if name not in allowed_ranges:
-            return field_problem(name, cfg)
-        lo, hi = allowed_ranges[name]
         value = getattr(cfg, name)
-        return None if lo <= value <= hi else f"the dashboard offers {lo} to {hi}, got {value}"
+        if name in allowed_ranges:
+            return _outside(value, *allowed_ranges[name])
+        if name in floats:
+            return _outside(value, *floats[name])
+        return field_problem(name, cfg)
 
     # All at once first: a set of parameters can be valid together but not one by one (a smaller
     # source_size together with a smaller target_size).
     try:
-        cfg = ExperimentConfig.from_dict(given)
+        cfg = config.from_dict(given)
         bad = {n: p for n in given if (p := range_problem(n, cfg))}
         if not bad:
             return cfg, warnings
     except ConfigError:
         pass
     accepted: dict[str, Any] = {}
-    for name in URL_FIELDS:  # field order: the source's settings before the target's
+    for name in url_fields:  # field order: the source's settings before the target's
         if name not in given:
             continue
-        default = getattr(DEFAULT, name)
+        default = getattr(_default(config), name)
         try:
-            cfg = ExperimentConfig.from_dict({**accepted, name: given[name]})
+            cfg = config.from_dict({**accepted, name: given[name]})
             problem = range_problem(name, cfg)
         except ConfigError as exc:
             problem = str(exc)
@@ -211,7 +263,7 @@ def parse_config(
             )
         else:
             accepted[name] = getattr(cfg, name)
-    return ExperimentConfig.from_dict(accepted), warnings
+    return config.from_dict(accepted), warnings
 
 
 def differing_fields(configs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -321,9 +373,10 @@ def parse_overrides(
 ) -> tuple[dict[str, Any], list[str]]:
     """A Compare variant, ``depth:6,transform:fc``: settings that differ from the base config.
 
-    Each override is validated on top of ``base`` (and the ones before it); a bad one is dropped
-    with a warning. An integer above what the server allows (``allowed_ranges``, default
-    ``ranges()``) is clamped to that limit, with a warning that says so; one below is dropped.
+    Each override is validated on top of ``base`` (and the ones before it); a bad one (a float
+    outside ``float_ranges`` too) is dropped with a warning. An integer above what the server
+    allows (``allowed_ranges``, default ``ranges()``) is clamped to that limit, with a warning
+    that says so; one below is dropped.
     """
     if raw is None:
         return {}, []
@@ -362,7 +415,12 @@ def parse_overrides(
                 cfg = ExperimentConfig.from_dict(
                     {**{k: getattr(base, k) for k in URL_FIELDS}, **out, field: value}
                 )
-                problem = field_problem(field, cfg)
+                floats = float_ranges()
+                problem = (
+                    _outside(getattr(cfg, field), *floats[field])
+                    if field in floats
+                    else field_problem(field, cfg)
+                )
             except ConfigError as exc:
                 problem = str(exc)
         if problem:

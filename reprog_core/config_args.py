@@ -1,37 +1,42 @@
 """Command-line flags of ``ExperimentConfig``, generated from its field metadata (``FieldInfo``).
 
 Beside the config, below the CLI: ``cli.py`` and ``sweep/cli.py`` both build their parsers and
-their configs here, so neither imports the other for it.
+their configs here, so neither imports the other for it. A value outside a field's limits or
+interval is refused by the config itself (a ``ConfigError``: one line, exit 2), so the CLI, the
+URL and the sidebar refuse the same values with the same words; ``--help`` shows the range.
+Every function takes the config class (``config=``, ``ExperimentConfig`` by default), so a test
+can generate the flags of a scratch subclass the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from reprog_core.config import FIELDS, ConfigError, ExperimentConfig, FieldInfo
+from reprog_core.config import ConfigError, ExperimentConfig, FieldInfo
+from reprog_core.config_fields import field_kinds, field_table
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
-
-def flag(name: str) -> str:
+def flag(name: str, config: type[ExperimentConfig] = ExperimentConfig) -> str:
     """The CLI flag of config field ``name``."""
-    return FIELDS[name].flag or "--" + name.replace("_", "-")
+    return field_table(config)[name].flag or "--" + name.replace("_", "-")
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(
+    p: argparse.ArgumentParser, config: type[ExperimentConfig] = ExperimentConfig
+) -> None:
     """One flag per config field, in field order, with its default, choices and help; then the
     flags every computing command shares (``--download``, ``--device``, ``--json``)."""
     g = p.add_argument_group("experiment")
-    for f in ExperimentConfig.__dataclass_fields__.values():
+    kinds = field_kinds(config)
+    for f in config.__dataclass_fields__.values():
         info: FieldInfo = f.metadata["info"]
-        kind = _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
         kw: dict = {"dest": f.name, "help": _help(info)}
-        if kind is bool:
-            g.add_argument(flag(f.name), action="store_true", **kw)
+        if kinds[f.name] is bool:
+            g.add_argument(flag(f.name, config), action="store_true", **kw)
             continue
         if info.choices is not None:
             kw["choices"] = [e.value for e in info.choices]
-        g.add_argument(flag(f.name), type=kind, default=f.default, **kw)
+        g.add_argument(flag(f.name, config), type=kinds[f.name], default=f.default, **kw)
     g.add_argument(
         "--download",
         action="store_true",
@@ -45,10 +50,14 @@ def _help(info: FieldInfo) -> str:
     text = info.help or info.label
     if info.limits:
         text += f" [{info.limits[0]}..{info.limits[1]}]"
+    if info.interval:
+        text += f" {info.interval}"
     return text.replace("%", "%%")  # argparse formats help with %
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+def config_from_args(
+    args: argparse.Namespace, config: type[ExperimentConfig] = ExperimentConfig
+) -> ExperimentConfig:
     """The config the flags describe; a bad value is a ``ConfigError`` (one line, exit 2).
 
     For clip-cnn, ``--backbone`` must be in open_clip's registry and ``--weights`` must be
@@ -56,7 +65,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     checkpoint file (a local user may name any file they can read). Checked here, before any
     work is queued; nothing is loaded yet.
     """
-    cfg = ExperimentConfig(**{k: v for k, v in vars(args).items() if k in FIELDS})
+    known = field_table(config)
+    cfg = config(**{k: v for k, v in vars(args).items() if k in known})
     if cfg.uses_backbone:
         # Lazy: the backbone registry imports torch and open_clip, which a pixel-model request
         # (and the CLI's torch-free cache lookup) never needs.

@@ -7,26 +7,13 @@ import streamlit as st
 
 from dashboard import ui
 from reprog_core import presets
+from reprog_core.config import FIELDS
 
 LETTERS = "ABCD"
 MAX_CONFIGS = 4
-# The settings a column can change; the rest come from the sidebar.
-VARY = (
-    "source_family",
-    "weights",
-    "depth",
-    "source_data",
-    "target",
-    "transform",
-    "mapping",
-    "n_kernel",
-    "kernel_form",
-    "regime",
-    "optimizer",
-    "loss",
-    "steps",
-    "seed",
-)
+# The settings a column can change (``FieldInfo.vary``), in field order; the rest come from the
+# sidebar.
+VARY: tuple[str, ...] = tuple(name for name, info in FIELDS.items() if info.vary)
 
 
 def _wkey(i: int, name: str) -> str:

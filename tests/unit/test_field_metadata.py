@@ -8,8 +8,16 @@ import pytest
 from dashboard import state
 from reprog_core import transforms
 from reprog_core.cli import build_parser
-from reprog_core.config import FIELDS, LIMITS, SOURCE_FIELDS, ExperimentConfig, int_ranges
+from reprog_core.config import (
+    FIELDS,
+    LIMITS,
+    ROW_FIELDS,
+    SOURCE_FIELDS,
+    ExperimentConfig,
+    int_ranges,
+)
 from reprog_core.config_args import flag
+from reprog_core.config_fields import field_kinds
 
 
 def _fit_flags() -> dict[str, object]:
@@ -56,3 +64,52 @@ def test_the_one_integer_list_syntax() -> None:
     assert int_ranges("1-300000000") == [(1, 300000000)]  # nothing expanded here
     with pytest.raises(ValueError, match="'x' is not an integer"):
         int_ranges("1,x")
+
+
+def test_every_float_field_declares_its_interval_and_help_shows_it() -> None:
+    floats = [n for n, kind in field_kinds(ExperimentConfig).items() if kind is float]
+    assert floats == ["lr", "rho"]
+    flags = _fit_flags()
+    for name in floats:
+        interval = FIELDS[name].interval
+        assert interval is not None and str(interval) in flags[name].help
+
+
+def test_compare_columns_and_sweep_rows_come_from_the_metadata() -> None:
+    # What Compare's columns may change (dashboard/views/compare_presets.VARY is this, in field
+    # order; that page module imports the whole dashboard, so the metadata is read here).
+    vary = [n for n, i in FIELDS.items() if i.vary]
+    assert set(vary) == {
+        "source_family",
+        "weights",
+        "depth",
+        "source_data",
+        "target",
+        "transform",
+        "mapping",
+        "n_kernel",
+        "kernel_form",
+        "regime",
+        "optimizer",
+        "loss",
+        "steps",
+        "seed",
+    }
+    assert set(ROW_FIELDS) == {
+        "source_family",
+        "backbone",
+        "weights",
+        "source_data",
+        "target",
+        "depth",
+        "width",
+        "source_size",
+        "transform",
+        "mapping",
+        "seed",
+        "steps",
+        "n_kernel",
+        "kernel_form",
+        "regime",
+    }
+    assert list(ROW_FIELDS) == [n for n in FIELDS if n in ROW_FIELDS]
