@@ -19,6 +19,7 @@ new entries in ``--cache-dir`` if given.) Every loop is bounded and ``--max-seco
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -33,11 +34,27 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from reprog_core.backend import Backend, BackendError, Limits, Store
+from reprog_core.backend import Backend, BackendError, Limits, OverBudget, Progress, Store
 from reprog_core.config import ExperimentConfig
-from reprog_core.pipeline import TASKS
+from reprog_core.serving import TASKS
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_SLEEP_S = 60.0
+
+
+def sleep_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The synthetic task (``--task sleep``): sleeps ``params['seconds']`` (default 0.2) in
+    small, cancellable steps and returns a small record of what it was asked. It measures the
+    backend's queueing, dedup and locking without any computation."""
+    seconds = float(params.get("seconds", 0.2))
+    if not 0 <= seconds <= MAX_SLEEP_S:
+        raise OverBudget(f"sleep: seconds must be between 0 and {MAX_SLEEP_S}, got {seconds}")
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        progress.update(elapsed / seconds if seconds else 1.0, "sleeping")
+        time.sleep(min(0.02, seconds - elapsed))
+    progress.update(1.0, "done")
+    return {"task": "sleep", "seconds": seconds, "depth": cfg.depth, "seed": cfg.seed}
 
 
 def config_pool(distinct: int) -> list[ExperimentConfig]:
@@ -98,7 +115,8 @@ def backend_sender(args: argparse.Namespace) -> tuple[Any, Backend]:
         cpu_workers=args.workers,
         isolation=args.isolation,
         limits=Limits.from_env(),
-        tasks=TASKS,
+        # By its module name, not __main__'s: a worker process (--isolation process) imports it.
+        tasks={**TASKS, "sleep": importlib.import_module("load_backend").sleep_task},
     )
     params = {"seconds": args.seconds} if args.task == "sleep" else {}
 

@@ -11,7 +11,7 @@ the table (``reprog_core.analysis.depth_controlled``).
 The sweep is a folder holding ``results.json`` (what ``python -m reprog_core sweep`` writes),
 ``rows.json``, ``results.csv`` or ``rows.csv`` (tried in that order), or one such file: a
 ``.json`` with a list of rows or an object with ``rows``, or a ``.csv`` with one row a line.
-Rows are ``pipeline.sweep_row`` dicts.
+Rows are ``ExperimentRecord.sweep_row()`` dicts.
 
 Outcomes: ``target_test_acc``, ``kernel_loss_drop`` (fraction of the squared loss on the kernel
 samples gone by the last step: in the kernel regime the loss the fit minimises), ``agree_until``.

@@ -3,11 +3,14 @@ on its way.
 
 A page builds ``Request``s and calls ``fetch`` for each: a stored result comes back at once (from
 the shared in-memory LRU, else the backend's cache); otherwise the request is submitted and its
-handle kept in the session. ``watch`` then shows the session's requests: failures and
-cancellations with a button to start again, and the running ones in a fragment that Streamlit
-reruns every ``POLL_S`` seconds (``_live_progress``), which reruns the page when one ends. The
-backend computes in its own threads or processes, so a session waiting for a result never blocks
-another session. ``drop_stale`` withdraws what the page's current view no longer needs.
+handle kept in the session. This is the dashboard's job boundary: a result leaves here as its
+typed record (``reprog_core.results.parse``), parsed once, and pages read attributes; how this
+session got it (``how``) and its key (``Request.key``) are the footer's. ``watch`` then shows
+the session's requests: failures and cancellations with a button to start again, and the running
+ones in a fragment that Streamlit reruns every ``POLL_S`` seconds (``_live_progress``), which
+reruns the page when one ends. The backend computes in its own threads or processes, so a
+session waiting for a result never blocks another session. ``drop_stale`` withdraws what the
+page's current view no longer needs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dashboard import state
 from dashboard.ui import PAGE, backend
 from reprog_core.backend import BackendError, Handle
 from reprog_core.config import ConfigError, ExperimentConfig
+from reprog_core.results import Record, parse
 
 JOBS = "_jobs"
 JOB_PAGE = "_job_page"  # key -> the page that asked for it (see ``drop_stale``)
@@ -53,7 +57,7 @@ class Request:
 
 
 class _SharedResults:
-    """A process-wide LRU of parsed results, key -> result dict, at most ``size`` of them.
+    """A process-wide LRU of parsed results, key -> typed record, at most ``size`` of them.
 
     Shared by every session (the results are read only: pages draw from them), so memory does
     not grow with the number of sessions, only with the number of distinct results looked at
@@ -62,17 +66,17 @@ class _SharedResults:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._items: OrderedDict[str, Record] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> Record | None:
         with self._lock:
             res = self._items.get(key)
             if res is not None:
                 self._items.move_to_end(key)
             return res
 
-    def put(self, key: str, result: dict[str, Any]) -> None:
+    def put(self, key: str, result: Record) -> None:
         with self._lock:
             self._items[key] = result
             self._items.move_to_end(key)
@@ -97,32 +101,41 @@ def _jobs() -> dict[str, tuple[str, Handle | None, str]]:
     return st.session_state.setdefault(JOBS, {})
 
 
-def _remember(key: str, result: dict[str, Any]) -> dict[str, Any]:
+def _remember(key: str, kind: str, stored: dict[str, Any], how: str | None = None) -> Record:
+    """Parse ``stored`` (the backend's dict for task ``kind``) into its record, once, and keep
+    it; ``how`` this session got it (default: the backend's ``cache`` value)."""
+    try:
+        record = parse(kind, stored)
+    except (TypeError, ValueError, KeyError) as exc:  # a stored dict this version cannot read
+        msg = f"the stored {kind} result is not one this version reads ({exc})"
+        raise BackendError(msg) from exc
     memo = _memo()
-    memo[key] = str(result.get("cache"))
+    memo[key] = how or str(stored.get("cache"))
     memo.move_to_end(key)
     while len(memo) > 64:  # keys only: a few bytes each
         memo.popitem(last=False)
-    SHARED_RESULTS.put(key, result)
-    return result
+    SHARED_RESULTS.put(key, record)
+    return record
 
 
-def cached(req: Request) -> dict[str, Any] | None:
-    """The stored result of ``req``, or None."""
+def how(req: Request) -> str:
+    """How this session got the result of ``req``: 'computed', 'joined' or (else) 'hit'."""
+    return _memo().get(req.key, "hit")
+
+
+def cached(req: Request) -> Record | None:
+    """The stored result of ``req`` as its typed record, or None."""
     key = req.key
     shared = SHARED_RESULTS.get(key)
     if shared is not None:
-        # How this session got it (computed, joined) if it did; otherwise a cache hit.
-        return {**shared, "cache": _memo().get(key, "hit")}
+        return shared
     res = backend().get(req.kind, req.cfg, req.params)
     if res is None:
         return None
-    how = _memo().get(key)
-    _remember(key, res)
-    return res if how is None else {**res, "cache": how}
+    return _remember(key, req.kind, res, _memo().get(key))
 
 
-def fetch(req: Request, start: bool = True) -> dict[str, Any] | None:
+def fetch(req: Request, start: bool = True) -> Record | None:
     """The result of ``req`` if it is ready; otherwise submit it (when ``start``) and return None.
 
     Cached results come back at once (``backend.get`` first). A running request is left to
@@ -130,7 +143,11 @@ def fetch(req: Request, start: bool = True) -> dict[str, Any] | None:
     """
     key = req.key
     jobs = _jobs()
-    res = cached(req)
+    try:
+        res = cached(req)
+    except BackendError as exc:
+        jobs[key] = (req.label, None, str(exc))
+        return None
     if res is not None:
         jobs.pop(key, None)  # another session (or a CLI sweep) stored it first
         return res
@@ -155,7 +172,7 @@ def fetch(req: Request, start: bool = True) -> dict[str, Any] | None:
             jobs[key] = (label, None, str(exc))
             return None
         del jobs[key]
-        return _remember(key, res)
+        return _remember(key, req.kind, res)
     return None
 
 

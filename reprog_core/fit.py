@@ -201,7 +201,7 @@ def reprogram(
     before, after = _examples(model, td.x_test[shown].to(device), cfg.source_size)
     prompt = model.transform.prompt_image()
     result = FitResult(
-        config=cfg.to_dict(),
+        config=cfg,
         weights=cfg.weights_label,
         transform=cfg.transform,
         n_params_transform=model.transform.n_params,

@@ -55,7 +55,7 @@ from reprog_core.fit import (
 )
 from reprog_core.ntk.dynamics import offset_split
 from reprog_core.reprogrammed import ReprogrammedModel
-from reprog_core.results import FitResult
+from reprog_core.results import FitResult, KernelRegime
 
 AGREEMENT = 0.10  # the prediction "holds" while |predicted - measured| / measured <= this
 MAX_POINTS = 2001  # prediction/measurement curves are kept at most at this many steps
@@ -133,17 +133,10 @@ def fit_with_spectrum(
 
     Adam (or sgd with an explicit ``lr`` outside the kernel regime) runs as it is. Otherwise the
     full kernel at theta_0 sets eta = rho N / lambda_max, and for the kernel regime the result's
-    ``kernel_regime`` holds: steps, measured_loss, predicted_loss (same length), rho, lr,
-    lr_lambda_max_over_n, lambda_max_full, agree_until (last step within ``AGREEMENT``),
-    parted_at (first step outside it, or None), worst_error, loss_drop (fraction of the measured
-    loss gone by agree_until), drift (at the end), drift_at_parting, trace_form_gap;
-    measured_loss_offset_free and predicted_loss_offset_free (each output's mean residual over
-    the N samples removed), offset_share (that offset's share of the loss at theta_0);
-    agree_until_half_kernel / agree_until_double_kernel (the horizon of the prediction from the
-    theta_0 kernel times 1/2 and 2) and band_discriminates (both shorter than agree_until);
-    mapping and mapping_note (ILM frozen at theta_0). Every fit's ``baseline_note`` says what its
-    'none' baseline trains (``fit.baseline_note``). A learned mapping in the kernel regime is a
-    ``ConfigError``.
+    ``kernel_regime`` is a ``results.KernelRegime``: the measured and predicted loss, where they
+    part, the kernel drift, the offset-free losses and the horizons of the scaled kernels.
+    Every fit's ``baseline_note`` says what its 'none' baseline trains (``fit.baseline_note``).
+    A learned mapping in the kernel regime is a ``ConfigError``.
     """
     kernel_regime = cfg.regime == Regime.KERNEL.value
     if kernel_regime and cfg.mapping == MappingKind.LEARNED.value:
@@ -250,39 +243,39 @@ def fit_with_spectrum(
         h, _ = agreement(meas, dyn_s["loss"])
         scaled[name] = ts[h] if h >= 0 else None
     until = ts[last] if last >= 0 else None
-    result.kernel_regime = {
-        "steps": ts,
-        "measured_loss": meas,
-        "predicted_loss": pre,
-        "rho": float(lr * lam / n) if lam > 0 else 0.0,
-        "lr": lr,
-        "lr_lambda_max_over_n": float(lr * lam / n),
-        "lambda_max_full": lam,
-        "n": n,
-        "n_outputs": n_out,
-        "agreement_tol": AGREEMENT,
-        "agree_until": until,
-        "parted_at": ts[last + 1] if last + 1 < len(ts) else None,
-        "worst_error": worst,
-        "loss_drop": (1 - meas[last] / meas[0]) if last >= 0 and meas[0] else 0.0,
-        "drift": relative_drift(k_end, k0),
-        "drift_at_parting": drift_at_parting,
-        "trace_form_gap": trace_form_gap(k0, n_out),
+    result.kernel_regime = KernelRegime(
+        steps=ts,
+        measured_loss=meas,
+        predicted_loss=pre,
+        rho=float(lr * lam / n) if lam > 0 else 0.0,
+        lr=lr,
+        lr_lambda_max_over_n=float(lr * lam / n),
+        lambda_max_full=lam,
+        n=n,
+        n_outputs=n_out,
+        agreement_tol=AGREEMENT,
+        agree_until=until,
+        parted_at=ts[last + 1] if last + 1 < len(ts) else None,
+        worst_error=worst,
+        loss_drop=(1 - meas[last] / meas[0]) if last >= 0 and meas[0] else 0.0,
+        drift=relative_drift(k_end, k0),
+        drift_at_parting=drift_at_parting,
+        trace_form_gap=trace_form_gap(k0, n_out),
         # The loss with each output's mean residual over the N samples removed, and the share of
         # the initial loss that common offset is (the largest eigen-direction removes it first).
-        "measured_loss_offset_free": [measured_free[t] for t in ts],
-        "predicted_loss_offset_free": [pred_free_at[t] for t in ts],
-        "offset_share": (1 - free0 / raw0) if raw0 > 0 else 0.0,
+        measured_loss_offset_free=[measured_free[t] for t in ts],
+        predicted_loss_offset_free=[pred_free_at[t] for t in ts],
+        offset_share=(1 - free0 / raw0) if raw0 > 0 else 0.0,
         # The horizon of the same prediction from the theta_0 kernel times 1/2 and times 2: when
         # one is at least ``agree_until``, the band cannot tell that kernel from the right one.
-        "agree_until_half_kernel": scaled["half"],
-        "agree_until_double_kernel": scaled["double"],
-        "band_discriminates": all(
+        agree_until_half_kernel=scaled["half"],
+        agree_until_double_kernel=scaled["double"],
+        band_discriminates=all(
             _horizon(h) < _horizon(until) for h in (scaled["half"], scaled["double"])
         ),
-        "mapping": cfg.mapping,
-        "mapping_note": ILM_FROZEN if frozen else "",
-    }
+        mapping=cfg.mapping,
+        mapping_note=ILM_FROZEN if frozen else "",
+    )
     return model, result
 
 

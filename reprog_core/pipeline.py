@@ -2,7 +2,10 @@
 
 data -> source model -> transform -> (kernel, fit) -> spectrum. Each function takes an optional
 ``progress(fraction, stage)`` callback (which may raise to cancel) and can be called directly,
-without the backend; ``TASKS`` are the backend's task kinds.
+without the backend (``reprog_core.serving`` hands them to it as tasks). A stage that an
+earlier one computed comes in as an argument (``run_explore(inputs=...)``: the stored target
+NTK and source record, which the backend looks up or computes first, ``explore_inputs``); this
+module neither imports nor asks the service that runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Any
 import torch
 
 from reprog_core import __version__, data, memory, ntk
-from reprog_core.backend.service import current_backend
 from reprog_core.config import CODE_VERSION, ExperimentConfig
 from reprog_core.fit import (
     TargetData,
@@ -25,7 +27,7 @@ from reprog_core.fit import (
 )
 from reprog_core.kernel_regime import fit_with_spectrum
 from reprog_core.reprogrammed import ReprogrammedModel
-from reprog_core.results import ExperimentRecord, KernelResult
+from reprog_core.results import Dynamics, ExperimentRecord, KernelResult, SourceResult
 from reprog_core.runtime import resolve_device
 from reprog_core.source_model import n_source_classes
 from reprog_core.source_model.training import load_or_train_source, source_draws
@@ -62,7 +64,8 @@ def run_source(
     """Train (or load) the source model; its record."""
     memory.check_request(cfg, "source")  # refuse before allocating (issue 9)
     _, res = load_or_train_source(cfg, device=device, progress=progress)
-    return {"config": cfg.to_dict(), "versions": versions(cfg), **res.to_dict()}
+    res.versions = versions(cfg)
+    return res.to_dict()
 
 
 def run_fit(
@@ -84,7 +87,8 @@ def run_fit(
         fit.baseline_test_acc = baseline_accuracy(cfg, source, td, n_source)
     if progress:
         progress(1.0, "done")
-    return {"versions": versions(cfg), **fit.to_dict()}
+    fit.versions = versions(cfg)
+    return fit.to_dict()
 
 
 def run_ntk(
@@ -112,7 +116,8 @@ def run_ntk(
             progress(0.5, "source NTK: 10 samples per class, 3 random draws")
         n_source = n_source_classes(cfg)
         rec = ntk.source_kernel_result(cfg, source, source_draws(cfg), n_source)
-        return {"versions": versions(cfg), **rec.to_dict()}
+        rec.versions = versions(cfg)
+        return rec.to_dict()
     source, _ = load_or_train_source(cfg, device=device, progress=_stage(progress, 0, 0.5))
     td = target_data(cfg)
     if progress:
@@ -122,7 +127,8 @@ def run_ntk(
     res = _target_kernel(cfg, model0, td, method=method, keep_gram=keep_gram)
     if progress:
         progress(1.0, "done")
-    return {"versions": versions(cfg), **res.to_dict()}
+    res.versions = versions(cfg)
+    return res.to_dict()
 
 
 def _target_kernel(
@@ -144,7 +150,7 @@ def _target_kernel(
         cfg, model, x, y, method=method, keep_gram=keep_gram, dtype=dtype, heldout=_heldout(cfg, td)
     )
     if res.dynamics is not None:
-        res.dynamics["note"] = _dynamics_note(cfg, res.dynamics)
+        res.dynamics.note = _dynamics_note(cfg, res.dynamics)
     return res
 
 
@@ -155,11 +161,9 @@ def _heldout(cfg: ExperimentConfig, td: TargetData) -> tuple[torch.Tensor, torch
     return td.x_test[idx], td.y_test[idx]
 
 
-def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
+def _dynamics_note(cfg: ExperimentConfig, dynamics: Dynamics) -> str:
     """What the NTK-predicted curve was computed with (step size and kernel form)."""
-    # Not .get("lr", [cfg.effective_lr]): the default is evaluated first, and for sgd without an
-    # lr effective_lr raises (the step size comes from the spectrum).
-    lr = dynamics["lr"][0] if dynamics.get("lr") else cfg.effective_lr
+    lr = dynamics.lr
     if cfg.kernel_form == "full":
         return f"Prediction from the full kernel, step size {lr:g}."
     return (
@@ -168,23 +172,37 @@ def _dynamics_note(cfg: ExperimentConfig, dynamics: dict[str, Any]) -> str:
 
 
 def run_explore(
-    cfg: ExperimentConfig, progress: ProgressFn | None = None, device: str | None = None, **_: Any
+    cfg: ExperimentConfig,
+    progress: ProgressFn | None = None,
+    device: str | None = None,
+    *,
+    kernel: KernelResult | None = None,
+    source: SourceResult | None = None,
+    **_: Any,
 ) -> dict[str, Any]:
     """Everything the Explore page shows: source record, target kernel + spectrum + predicted
-    dynamics, the fit with its curves, and the ``none`` baseline."""
+    dynamics, the fit with its curves, and the ``none`` baseline.
+
+    Stages already computed come in as arguments (the backend serves them first,
+    ``explore_inputs``): ``kernel``, the target NTK record of ``cfg.kernel_config()`` (a what-if
+    that changes only the fit's settings reuses it; its ``dynamics`` are then those of the
+    kernel config's fit settings), and ``source``, the source record. A stage not given is
+    computed here."""
     memory.check_request(cfg, "source", "kernel", "fit")  # refuse before allocating (issue 9)
     dev = resolve_device(device)
-    source, src = load_or_train_source(cfg, device=dev, progress=_stage(progress, 0, 0.35))
+    model, src = load_or_train_source(cfg, device=dev, progress=_stage(progress, 0, 0.35))
+    src = source or src
     td = target_data(cfg)
     n_source = n_source_classes(cfg)
     if progress:
         progress(0.35, f"target NTK on {cfg.n_kernel} samples")
-    model0 = initial_model(cfg, source, td, n_source)  # theta_0: the kernel's and the fit's
-    kernel = None
-    if cfg.transform != "none":
-        kernel = _stored_kernel(cfg) or _target_kernel(cfg, model0, td)
+    model0 = initial_model(cfg, model, td, n_source)  # theta_0: the kernel's and the fit's
+    if cfg.transform == "none":
+        kernel = None
+    elif kernel is None:
+        kernel = _target_kernel(cfg, model0, td)
     _, fit = fit_with_spectrum(
-        cfg, source, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93), start=model0
+        cfg, model, td, n_source=n_source, progress=_stage(progress, 0.45, 0.93), start=model0
     )
     fit.source_test_acc = src.source_test_acc
     if progress:
@@ -192,12 +210,12 @@ def run_explore(
     fit.baseline_test_acc = (
         fit.target_test_acc
         if cfg.transform == "none"
-        else baseline_accuracy(cfg, source, td, n_source)
+        else baseline_accuracy(cfg, model, td, n_source)
     )
     if progress:
         progress(1.0, "done")
     record = ExperimentRecord(
-        config=cfg.to_dict(),
+        config=cfg,
         versions=versions(cfg),
         weights=cfg.weights_label,
         source=src,
@@ -207,112 +225,12 @@ def run_explore(
     return record.to_dict()
 
 
-def _stored_kernel(cfg: ExperimentConfig) -> KernelResult | None:
-    """The target-NTK record a page already asked for (the ``ntk`` task on
-    ``cfg.kernel_config()``, stored by the running backend), or None: a what-if that changes only
-    the fit's settings reuses the kernel instead of recomputing it."""
-    backend = current_backend()
-    if backend is None:
-        return None
-    try:
-        hit = backend.get("ntk", cfg.kernel_config(), {})
-    except Exception:  # noqa: BLE001 - a store that cannot be read means: compute it
-        return None
-    if hit is None:
-        return None
-    return KernelResult.from_dict(hit)
-
-
-def sweep_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One flat table row from an explore result (``ExperimentRecord.to_dict()``, as stored), for
-    sweeps and the Depth sweep page. A result without one of the record's fields fails here."""
-    rec = ExperimentRecord.from_dict(result)
-    cfg, fit = rec.config, rec.fit
-    stats = rec.kernel.stats.to_dict() if rec.kernel is not None else {}
-    regime = fit.kernel_regime or {}
-    nan = math.nan
-    return {
-        "source_family": cfg["source_family"],
-        "backbone": cfg["backbone"],
-        "weights": rec.weights,
-        **{k: cfg[k] for k in ROW_CONFIG_FIELDS},
-        "source_test_acc": rec.source.source_test_acc,
-        "target_test_acc": fit.target_test_acc,
-        "baseline_test_acc": fit.baseline_test_acc,
-        **{k: stats.get(k, nan) for k in ROW_STATS},
-        "regression_acc": _or_nan(rec.kernel.regression_acc if rec.kernel is not None else None),
-        "common_share": _or_nan(rec.kernel.common_share if rec.kernel is not None else None),
-        "n_params_transform": fit.n_params_transform,
-        "stopped": fit.stopped,
-        "regime": cfg.get("regime", "practical"),
-        # Squared loss on the N kernel samples before and after the fit: the quantity whose
-        # decrease the spectrum predicts (in the kernel regime, the loss the fit minimises).
-        "kernel_loss_drop": _loss_drop(fit.curves.kernel_loss),
-        "kernel_drift": regime.get("drift", nan),
-        "agree_until": regime.get("agree_until", nan),
-    }
-
-
-ROW_CONFIG_FIELDS = (  # after source_family, backbone and weights
-    "source_data",
-    "target",
-    "depth",
-    "width",
-    "source_size",
-    "transform",
-    "mapping",
-    "seed",
-    "steps",
-    "n_kernel",
-    "kernel_form",
-)
-ROW_STATS = (
-    "lambda_max",
-    "lambda_min",
-    "rank",
-    "effective_rank",
-    "condition_number",
-    "trace",
-    "alignment",
-    "abs_sum_over_n",
-    "decay_exponent",
-)
-
-
-def _or_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _loss_drop(losses: list[float]) -> float:
-    """Fraction of the first loss gone by the last (NaN without two finite values)."""
-    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
-        return math.nan
-    return 1 - losses[-1] / losses[0] if losses[0] else math.nan
-
-
-class _Task:
-    """A pipeline function as a backend task ``(cfg, params, progress)``. A module-level class
-    holding a module-level function: it pickles by reference, so a worker process gets it."""
-
-    def __init__(self, fn: Callable[..., dict[str, Any]]) -> None:
-        self.fn = fn
-
-    def __call__(
-        self, cfg: ExperimentConfig, params: dict[str, Any], progress: Any
-    ) -> dict[str, Any]:
-        def report(fraction: float, stage: str = "") -> None:
-            progress.update(fraction, stage)
-            progress.check_cancelled()
-
-        params = dict(params)
-        device = params.pop("device", None) or getattr(progress, "device", None)
-        return self.fn(cfg, report, device=str(device) if device is not None else None, **params)
-
-
-# The backend's task kinds (handed to it by ``reprog_core.serving``).
-TASKS: dict[str, _Task] = {
-    "source": _Task(run_source),
-    "fit": _Task(run_fit),
-    "ntk": _Task(run_ntk),
-    "explore": _Task(run_explore),
-}
+def explore_inputs(
+    cfg: ExperimentConfig, params: dict[str, Any]
+) -> dict[str, tuple[str, ExperimentConfig, dict[str, Any]]]:
+    """The stages an explore result is built from, as backend requests (name -> kind, config,
+    params): the source record, and the target NTK at the kernel config (none for 'none')."""
+    needs: dict[str, tuple[str, ExperimentConfig, dict[str, Any]]] = {"source": ("source", cfg, {})}
+    if cfg.transform != "none":
+        needs["kernel"] = ("ntk", cfg.kernel_config(), {})
+    return needs

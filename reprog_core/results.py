@@ -1,16 +1,28 @@
 """Result records: what the library returns and the backend stores (JSON-safe via ``to_dict``).
 
-These are plain data. Plot builders, the CLI's ``--json`` and the cache all speak these shapes.
-Large arrays (Gram matrices) are never part of them unless asked for.
+These are plain, typed data: the one contract between the computations that write results and
+everything that reads them (figures, cautions, downloads, pages, sweeps). A stored result is
+parsed once, where it leaves the backend (``parse``, used by the dashboard's job client and the
+sweep runner), and read as attributes everywhere after, so a renamed field fails at import or in
+a test instead of drawing "—". This module imports neither torch nor the backend. Large arrays
+(Gram matrices) are never part of a record unless asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from reprog_core.config import ROW_FIELDS, SOURCE_FIELDS, ExperimentConfig
+
 R = TypeVar("R", bound="Record")
+
+
+def _config(values: dict[str, Any]) -> ExperimentConfig:
+    """A stored config as the typed config (validated; data-set names are not looked up)."""
+    return ExperimentConfig.for_lookup(values)
 
 
 class Record:
@@ -18,7 +30,8 @@ class Record:
     inverse; keys that are not fields, such as the backend's ``cache`` and ``key``, are ignored;
     a missing field raises ``TypeError``, so a renamed field cannot pass unnoticed)."""
 
-    NESTED: ClassVar[dict[str, type[Record]]] = {}  # field -> the record type it holds
+    # field -> how a stored value becomes the typed one: a record type, or a function of the dict
+    NESTED: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
@@ -29,7 +42,8 @@ class Record:
         kw = {k: v for k, v in values.items() if k in names}
         for name, kind in cls.NESTED.items():
             if isinstance(kw.get(name), dict):
-                kw[name] = kind.from_dict(kw[name])
+                parse_one = kind.from_dict if isinstance(kind, type) else kind
+                kw[name] = parse_one(kw[name])
         return cls(**kw)
 
 
@@ -56,6 +70,7 @@ class SourceResult(Record):
     # at the resolution it was trained at.
     evaluated_on: str = ""
     native_test_acc: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # of a stored task result
 
 
 @dataclass
@@ -74,12 +89,67 @@ class FitCurves(Record):
 
 
 @dataclass
+class KernelRegime(Record):
+    """A kernel-regime fit (sgd + mse, full batch on the N kernel samples) measured against the
+    NTK prediction from the full kernel at theta_0 (``kernel_regime.fit_with_spectrum``).
+
+    Loss lists are the squared loss on the kernel samples at ``steps`` (same length each)."""
+
+    steps: list[int]
+    measured_loss: list[float]
+    predicted_loss: list[float]
+    rho: float  # eta lambda_max / N actually used
+    lr: float  # eta
+    lr_lambda_max_over_n: float
+    lambda_max_full: float  # of the full target NTK at theta_0
+    n: int  # kernel samples
+    n_outputs: int  # c_T
+    agreement_tol: float  # relative error up to which prediction and measurement "agree"
+    agree_until: int | None  # the last step of the agreeing prefix (None: not even step 0)
+    parted_at: int | None  # the first step after it (None: they agree to the end)
+    worst_error: float
+    loss_drop: float  # share of the initial loss gone by ``agree_until``
+    drift: float  # ||K_end - K_0||_F / ||K_0||_F
+    drift_at_parting: float | None
+    trace_form_gap: float  # how far K_full is from K_trace/c (x) I (Prop. 1)
+    # The loss with each output's mean residual over the N samples removed, and the share of the
+    # initial loss that common offset is (the largest eigen-direction removes it first).
+    measured_loss_offset_free: list[float]
+    predicted_loss_offset_free: list[float]
+    offset_share: float
+    # The horizon of the same prediction from the theta_0 kernel times 1/2 and times 2: when one
+    # is at least ``agree_until``, the band cannot tell that kernel from the right one.
+    agree_until_half_kernel: int | None
+    agree_until_double_kernel: int | None
+    band_discriminates: bool
+    mapping: str
+    mapping_note: str = ""  # how the mapping was held (ILM frozen at theta_0's FLM assignment)
+
+
+@dataclass
+class Dynamics(Record):
+    """The NTK-predicted squared loss on the kernel samples over the fit's steps
+    (``ntk.ntk_dynamics``): discrete gradient descent and gradient flow, at step size ``lr``."""
+
+    step: list[float]
+    loss: list[float]  # discrete GD
+    loss_flow: list[float]  # gradient flow
+    lr: float
+    lr_lambda_max_over_n: float
+    note: str = ""  # what the prediction was computed with (step size, kernel form)
+
+
+@dataclass
 class FitResult(Record):
     """One reprogramming fit: only theta (and a learned mapping) was trained."""
 
-    NESTED: ClassVar[dict[str, type[Record]]] = {"curves": FitCurves}
+    NESTED: ClassVar[dict[str, Any]] = {
+        "config": _config,
+        "curves": FitCurves,
+        "kernel_regime": KernelRegime,
+    }
 
-    config: dict[str, Any]
+    config: ExperimentConfig
     weights: str
     transform: str
     n_params_transform: int  # trainable parameters of a_theta (effective count for vp)
@@ -95,16 +165,14 @@ class FitResult(Record):
     seconds: float = 0.0
     stopped: str = ""  # '' when the fit ran to the end; otherwise why it stopped early
     lr: float = float("nan")  # the step size used (for sgd: rho N / lambda_max unless set)
-    # Kernel regime only (sgd + mse, full batch on the kernel samples): measured against the
-    # NTK prediction from the full kernel, the step where they part, and the kernel drift; the
-    # loss with each output's mean residual removed (measured and predicted), the share of the
-    # initial loss that offset is, the horizons of the theta_0 kernel scaled by 1/2 and 2, and
-    # how the mapping was held (ILM frozen at theta_0). Records before these keys lack them.
-    kernel_regime: dict[str, Any] | None = None
+    # Kernel regime only (sgd + mse, full batch on the kernel samples): the fit measured against
+    # the NTK prediction from the full kernel.
+    kernel_regime: KernelRegime | None = None
     # What the 'none' baseline trained or fitted ("the learned 10x1000 read-out trained alone
     # for 300 steps at lr 0.05 ...", "FLM fitted on the resized training images, nothing
     # trained"); '' in records from before it was said.
     baseline_note: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # of a stored task result
 
 
 @dataclass
@@ -121,9 +189,8 @@ class SpectrumStats(Record):
     trace: float
     effective_rank: float  # exp(entropy of normalised eigenvalues)
     decay_exponent: float | None  # power-law fit lambda_i ~ i^-alpha on the top of the spectrum
-    alignment: (
-        float | None
-    )  # y^T K y / (||K||_F ||y||^2), targets described by ``alignment_targets``
+    # y^T K y / (||K||_F ||y||^2), targets described by ``alignment_targets``
+    alignment: float | None
     alignment_targets: str
     abs_sum_over_n: float  # sum_{x,x'} |K(x,x')| / N (the paper's generalisation-gap term)
     n_negative: int  # eigenvalues below -rank_tol (a bug indicator; reported, not clipped)
@@ -134,9 +201,13 @@ class SpectrumStats(Record):
 class KernelResult(Record):
     """A target or source NTK and its spectrum."""
 
-    NESTED: ClassVar[dict[str, type[Record]]] = {"stats": SpectrumStats}
+    NESTED: ClassVar[dict[str, Any]] = {
+        "config": _config,
+        "stats": SpectrumStats,
+        "dynamics": Dynamics,
+    }
 
-    config: dict[str, Any]
+    config: ExperimentConfig
     weights: str
     wrt: str  # 'transform' (target NTK) or 'source' (source NTK)
     kernel: str  # 'trace' or 'full'
@@ -146,7 +217,7 @@ class KernelResult(Record):
     n_params: int  # P, the parameters the kernel is taken with respect to
     stats: SpectrumStats
     seconds: float
-    dynamics: dict[str, list[float]] | None = None  # NTK-predicted squared loss over fit steps
+    dynamics: Dynamics | None = None  # NTK-predicted squared loss over the fit's steps
     lambda_min_draws: list[float] | None = None  # source NTK: lambda_min of each random draw
     gram: Any = None  # the kernel matrix itself, only when asked for
     # Target NTK: accuracy of kernel ridge regression with this kernel (trace form) from the N
@@ -156,32 +227,144 @@ class KernelResult(Record):
     # Target NTK: the input-independent share of the Jacobian, ||mean_i J_i||^2 / mean_i ||J_i||^2
     # = 1^T K 1 / (N tr K) on the trace form (1: θ moves every sample's outputs the same way).
     common_share: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # of a stored task result
+
+
+# The parts of an experiment record; each is stored without its own config, weights and versions
+# (the record's, held once).
+_PARTS: dict[str, type[Record]] = {"source": SourceResult, "fit": FitResult, "kernel": KernelResult}
+_HELD_ONCE = ("config", "weights", "versions")
 
 
 @dataclass
 class ExperimentRecord(Record):
     """One experiment as the Explore page, the Compare columns, the Depth sweep, the CLI sweep and
     the downloads read it (``pipeline.run_explore``): the source model, the target NTK at
-    theta_0 (None for transform 'none') and the fit with its 'none' baseline."""
+    theta_0 (None for transform 'none') and the fit with its 'none' baseline.
 
-    NESTED: ClassVar[dict[str, type[Record]]] = {
-        "source": SourceResult,
-        "fit": FitResult,
-        "kernel": KernelResult,
-    }
+    Stored with the config, weights and versions once, at the top: ``from_dict`` gives each part
+    the record's (the source part its source fields)."""
 
-    config: dict[str, Any]
+    config: ExperimentConfig
     versions: dict[str, str]
     weights: str
     source: SourceResult
     fit: FitResult
     kernel: KernelResult | None
 
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "config": self.config.to_dict(),
+            "versions": dict(self.versions),
+            "weights": self.weights,
+        }
+        for name in _PARTS:
+            part = getattr(self, name)
+            out[name] = None if part is None else _without(part.to_dict(), _HELD_ONCE)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentRecord:
+        cfg = values["config"]
+        cfg = cfg if isinstance(cfg, ExperimentConfig) else _config(cfg)
+        held = {"weights": values["weights"]}
+        parts: dict[str, Any] = {}
+        for name, kind in _PARTS.items():
+            part = values.get(name)
+            if isinstance(part, dict):
+                own = {k: getattr(cfg, k) for k in SOURCE_FIELDS} if name == "source" else cfg
+                part = kind.from_dict({**part, **held, "config": own})
+            parts[name] = part
+        return cls(config=cfg, versions=dict(values["versions"]), weights=held["weights"], **parts)
+
+    def sweep_row(self) -> dict[str, Any]:
+        """One flat table row (``ROW_COLUMNS``), for sweeps, the Depth sweep page, Compare's
+        summary and the CSV downloads."""
+        fit, kernel = self.fit, self.kernel
+        stats = kernel.stats if kernel is not None else None
+        regime = fit.kernel_regime
+        return {
+            # the config's columns (``FieldInfo.column``); weights as the record's label
+            **{
+                name: self.weights if name == "weights" else getattr(self.config, name)
+                for name in ROW_FIELDS
+            },
+            "source_test_acc": self.source.source_test_acc,
+            "target_test_acc": fit.target_test_acc,
+            "baseline_test_acc": fit.baseline_test_acc,
+            **{name: _or_nan(getattr(stats, name, None)) for name in ROW_STATS},
+            "regression_acc": _or_nan(kernel.regression_acc if kernel is not None else None),
+            "common_share": _or_nan(kernel.common_share if kernel is not None else None),
+            "n_params_transform": fit.n_params_transform,
+            "stopped": fit.stopped,
+            # Squared loss on the N kernel samples before and after the fit: the quantity whose
+            # decrease the spectrum predicts (in the kernel regime, the loss the fit minimises).
+            "kernel_loss_drop": _loss_drop(fit.curves.kernel_loss),
+            "kernel_drift": _or_nan(regime.drift if regime is not None else None),
+            "agree_until": _or_nan(regime.agree_until if regime is not None else None),
+        }
+
+
+ROW_STATS = (
+    "lambda_max",
+    "lambda_min",
+    "rank",
+    "effective_rank",
+    "condition_number",
+    "trace",
+    "alignment",
+    "abs_sum_over_n",
+    "decay_exponent",
+)
+# Every column of ``ExperimentRecord.sweep_row``, in order.
+ROW_COLUMNS = (
+    *ROW_FIELDS,
+    "source_test_acc",
+    "target_test_acc",
+    "baseline_test_acc",
+    *ROW_STATS,
+    "regression_acc",
+    "common_share",
+    "n_params_transform",
+    "stopped",
+    "kernel_loss_drop",
+    "kernel_drift",
+    "agree_until",
+)
+
+# The record each backend task kind stores.
+RECORDS: dict[str, type[Record]] = {
+    "source": SourceResult,
+    "fit": FitResult,
+    "ntk": KernelResult,
+    "explore": ExperimentRecord,
+}
+
+
+def parse(kind: str, values: dict[str, Any]) -> Record:
+    """A stored result of task ``kind`` as its typed record (the job boundary's one parser).
+    Raises ``KeyError`` for an unknown kind and ``TypeError``/``ConfigError`` for a stored
+    dict that is not such a record."""
+    return RECORDS[kind].from_dict(values)
+
+
+def _without(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in names}
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _loss_drop(losses: list[float]) -> float:
+    """Fraction of the first loss gone by the last (NaN without two finite values)."""
+    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
+        return math.nan
+    return 1 - losses[-1] / losses[0] if losses[0] else math.nan
+
 
 def json_safe(obj: Any) -> Any:
     """A copy of ``obj`` that strict JSON accepts: NaN/inf become None, tensors/arrays lists."""
-    import math
-
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import reprog_core
+from reprog_core.files import disk_full
 
 # torch and numpy are imported where they are used: ``cache_dir`` serves the CLI's cached answers,
 # which must not pay for importing torch.
@@ -35,8 +36,6 @@ def cache_dir(sub: str | None = None) -> Path:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        from reprog_core.backend.errors import disk_full  # here only: the backend is heavier
-
         raise disk_full(root) from None
     return path
 

@@ -1,8 +1,8 @@
 """Numbers a sweep is read by: means and spread over seeds, and rank correlations.
 
-Pure functions over sweep rows (``pipeline.sweep_row`` dicts). No plotting here: the figures
-(``figures/sweep.py``), the sweep report, the CLI's summary table and ``docs/results.md`` all use
-these, so they all quote the same numbers. Import them from here (``reprog_core.analysis``).
+Pure functions over sweep rows (``ExperimentRecord.sweep_row()`` dicts). No plotting here: the
+figures (``figures/sweep.py``), the sweep report, the CLI's summary table and ``docs/results.md``
+all use these, so they all quote the same numbers. Import them from here (``reprog_core.analysis``).
 
 | module            | what it holds |
 |-------------------|---------------|

@@ -1,8 +1,8 @@
 """Means and spread over seeds, and rank correlations, of sweep rows.
 
-Rows are ``pipeline.sweep_row`` dicts (``Row``), one per (depth, transform, seed). Spread over
-seeds: the sample standard deviation (ddof = 1; 0.0 for a single seed) and the min..max range
-(``Spread``). Rank correlation: Spearman's rho with its two-sided p-value
+Rows are ``ExperimentRecord.sweep_row()`` dicts (``Row``), one per (depth, transform, seed).
+Spread over seeds: the sample standard deviation (ddof = 1; 0.0 for a single seed) and the
+min..max range (``Spread``). Rank correlation: Spearman's rho with its two-sided p-value
 (``scipy.stats.spearmanr``) on the finite pairs (``Correlation``).
 """
 
@@ -30,7 +30,7 @@ SUMMARY_METRICS = (
     "alignment",
     "condition_number",
 )
-# Spectral statistics correlated with target accuracy by default (keys of ``sweep_row``).
+# Spectral statistics correlated with target accuracy by default (sweep row columns).
 DEFAULT_STATS = (
     "lambda_min",
     "effective_rank",

@@ -14,7 +14,7 @@ A backend of one's own: ``Backend(cache_dir, tasks={"kind": fn, ...})``.
 Files: ``service.py`` (Backend: the facade; the process-wide backend), ``jobs.py`` (the queue and
 live jobs: dedup, orphan policy, counters), ``handle.py`` (a requester's Handle), ``pool.py``
 (worker slots and threads: key lock, compute, store), ``saving.py`` (how a result is stored),
-``worker.py`` (worker processes), ``tasks.py`` (task specs, the built-in tasks, Progress),
+``worker.py`` (worker processes), ``tasks.py`` (task specs, their inputs, Progress),
 ``store.py`` (diskcache with checksums; ``store_entry.py``: the entry format, ``store_disk.py``:
 bounded reads, ``store_repair.py``: its metadata and repairs), ``locks.py`` (per-key file locks
 across processes), ``limits.py`` (server caps), ``errors.py``, ``admin.py`` (cache info / ls /

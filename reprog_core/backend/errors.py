@@ -7,6 +7,8 @@ server thread or inside a worker process alike (so both report the same way).
 
 from __future__ import annotations
 
+from reprog_core import files
+
 
 class BackendError(RuntimeError):
     """Base class of every error the backend reports to a requester."""
@@ -34,9 +36,11 @@ class Cancelled(BackendError):
     """The request was cancelled (by its requester, or because every requester went away)."""
 
 
-class DiskFull(BackendError):
+class DiskFull(BackendError, files.DiskFull):
     """The disk holding the cache is full. A computed result that cannot be stored is still
-    returned (the backend reports this as a warning); whatever was stored before stays."""
+    returned (the backend reports this as a warning); whatever was stored before stays. A task's
+    own ``files.DiskFull`` (the source-model store, the cache folder) reaches requesters as
+    this."""
 
 
 class StoreBusy(BackendError):
@@ -92,6 +96,8 @@ def classify(exc: BaseException, kind: str, key: str) -> BackendError:
     """Turn an exception raised by task ``kind`` into the ``BackendError`` a requester sees."""
     if isinstance(exc, BackendError):
         return exc
+    if isinstance(exc, files.DiskFull):
+        return DiskFull(str(exc))
     if getattr(exc, "over_budget", False):
         # The NTK engine's own budget errors (e.g. KernelTooLarge) carry over_budget=True.
         return OverBudget(f"{kind}: {exc}")

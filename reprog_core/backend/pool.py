@@ -8,28 +8,33 @@ kill costs one request, not the server. Threads start on the first request that 
 Serving one job: take the key's file lock (``locks.py``) and look in the store again, since
 another process may have computed it meanwhile (``'joined'`` if we waited for its lock, ``'hit'``
 if not). Only then does the task run (``'computed'``), and its result is stored, in one write,
-before the lock is released.
+before the lock is released. A task built from other results (``TaskSpec.inputs``) gets them
+first, each served the same way under its own key's lock (so a page that asked for the kernel
+and the experiment at once computes the kernel once), and its entry refers to them.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from reprog_core.backend.errors import Cancelled, OutOfMemory, TaskFailed, classify
 from reprog_core.backend.jobs import Job, JobTable
 from reprog_core.backend.locks import KeyLock
-from reprog_core.backend.saving import save, serialise
+from reprog_core.backend.saving import load, save, serialise
 from reprog_core.backend.store import Store
-from reprog_core.backend.tasks import Progress
+from reprog_core.backend.tasks import Progress, TaskSpec, find_task
 from reprog_core.backend.worker import WorkerProcess, free_memory
 from reprog_core.runtime import resolve_device
 
 log = logging.getLogger("reprog_core.backend")
+# The share of a task's progress bar its inputs take, when they must be computed first.
+INPUTS_SHARE = 0.4
 
 ISOLATIONS = ("thread", "process")
 
@@ -64,8 +69,11 @@ class Slot:
         job: Job,
         report: Callable[[float, str], None],
         is_cancelled: Callable[[], bool],
+        inputs: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         params = copy.deepcopy(job.params)  # the task must not change the params we keyed on
+        if inputs:
+            params["inputs"] = inputs  # after keying: the key is the request's, not its inputs'
         if self.process is not None:
             return self.process.run(job.spec, job.key, job.cfg, params, report, is_cancelled)
         progress = Progress(report, is_cancelled, self.device)
@@ -88,7 +96,9 @@ class WorkerPool:
         table: JobTable,
         store: Store,
         locks_dir: Path,
+        specs: Mapping[str, TaskSpec] | None = None,
     ) -> None:
+        self.specs = specs or {}  # the task kinds, for the inputs a task asks for
         self.devices = devices
         self.isolation = isolation
         self.cancel_grace_s = cancel_grace_s
@@ -141,15 +151,23 @@ class WorkerPool:
         try:
             waited = lock.acquire(check=lambda: _waiting_for_lock(job))
             try:
-                stored = self.store.get_json(job.key)
+                stored = load(self.store, job.key)
                 if stored is not None:
                     self.table.resolve(job, stored, "joined" if waited else "hit")
                     return
+                inputs = self._inputs(job, slot)
                 self.table.count("computations")
                 job.stage = ""
-                result = slot.compute(job, job.report, job.cancel_event.is_set)
+                report = job.report
+                if inputs:
+                    lo = INPUTS_SHARE
+                    report = lambda f, stage: job.report(lo + (1 - lo) * f, stage)  # noqa: E731
+                parts = {name: part for name, (_, part) in inputs.items()}
+                result = slot.compute(job, report, job.cancel_event.is_set, parts)
+                refs = {name: key for name, (key, _) in inputs.items()}
                 text = serialise(job.spec, job.params, result)
-                job.warnings += save(self.store, job.key, job.kind, text, self.table)
+                stored_text = serialise(job.spec, job.params, result, refs) if refs else text
+                job.warnings += save(self.store, job.key, job.kind, stored_text, self.table)
             finally:
                 lock.release()
         except Exception as exc:
@@ -161,6 +179,39 @@ class WorkerPool:
             self.table.end(job, err)
             return
         self.table.resolve(job, text, "computed")
+
+    def _inputs(self, job: Job, slot: Slot) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The results ``job``'s task is built from (name -> (key, stored dict)), each from the
+        store or computed and stored first, under its key's lock, in this slot."""
+        if job.spec.inputs is None:
+            return {}
+        needs = job.spec.inputs(job.cfg, job.params)
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for i, (name, (kind, cfg, params)) in enumerate(needs.items()):
+            dep = Job(find_task(self.specs, kind), cfg.key(kind, **params), cfg, params)
+            lo, hi = INPUTS_SHARE * i / len(needs), INPUTS_SHARE * (i + 1) / len(needs)
+
+            def report(f: float, stage: str, lo: float = lo, hi: float = hi) -> None:
+                job.report(lo + (hi - lo) * f, stage)
+
+            out[name] = (dep.key, json.loads(self._input(dep, slot, report, job)))
+        return out
+
+    def _input(self, dep: Job, slot: Slot, report: Callable[[float, str], None], job: Job) -> str:
+        """The stored text of input ``dep`` of ``job``: read, or computed and stored."""
+        lock = KeyLock(self.locks_dir, dep.key)
+        lock.acquire(check=lambda: _waiting_for_lock(job))
+        try:
+            stored = load(self.store, dep.key)
+            if stored is not None:
+                return stored
+            self.table.count("computations")
+            result = slot.compute(dep, report, job.cancel_event.is_set)
+            text = serialise(dep.spec, dep.params, result)
+            job.warnings += save(self.store, dep.key, dep.kind, text, self.table)
+            return text
+        finally:
+            lock.release()
 
 
 def _waiting_for_lock(job: Job) -> None:

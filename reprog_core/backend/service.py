@@ -30,7 +30,7 @@ from reprog_core.backend.handle import Handle
 from reprog_core.backend.jobs import Job, JobStatus, JobTable
 from reprog_core.backend.limits import Limits
 from reprog_core.backend.pool import ISOLATIONS, WorkerPool, worker_devices
-from reprog_core.backend.saving import save, serialise
+from reprog_core.backend.saving import load, load_dict, save, serialise
 from reprog_core.backend.store import DEFAULT_SIZE_LIMIT, Store
 from reprog_core.backend.tasks import TaskFn, TaskSpec, find_task, task_table
 from reprog_core.config import ExperimentConfig
@@ -43,8 +43,8 @@ class Backend:
     """The cached compute service. The constructor opens the store; worker threads (and worker
     processes) start on the first request that needs them.
 
-    ``tasks``: the kinds it computes (kind -> task function or ``TaskSpec``), besides the
-    built-in ``sleep``; without them it still serves stored results (``get``).
+    ``tasks``: the kinds it computes (kind -> task function or ``TaskSpec``); without them it
+    still serves stored results (``get``).
     ``cache_dir``: root shared by every process that should share results (default
     ``runtime.cache_dir()``); results go in ``<root>/results``, key locks in ``<root>/locks``.
     ``device``: None/'auto' (every CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:k'.
@@ -81,6 +81,7 @@ class Backend:
             self._table,
             Store(self.cache_dir / "results", size_limit_bytes),
             self.cache_dir / "locks",
+            self.tasks,
         )
         self.store = self._pool.store
 
@@ -159,7 +160,7 @@ class Backend:
         key = cfg.key(kind, **params)
         self._table.count("submitted")
 
-        stored = self.store.get_json(key)
+        stored = load(self.store, key)
         if stored is not None:
             job = Job(spec, key, cfg, params)
             self._table.resolve(job, stored, "hit")
@@ -204,7 +205,7 @@ class Backend:
     ) -> dict[str, Any] | None:
         """The stored result of a request (``cache='hit'``), or None; never computes."""
         key = cfg.key(kind, **(params or {}))
-        result = self.store.get(key)
+        result = load_dict(self.store, key)
         if result is not None:
             result["cache"] = "hit"
             result["key"] = key

@@ -18,20 +18,20 @@ discarded with one warning and recomputed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import re
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, MODE_TEXT, UNKNOWN
+
+from reprog_core.files import CorruptFile, open_regular_file, read_regular_file
 
 log = logging.getLogger("reprog_core.backend")
 
@@ -48,9 +48,10 @@ _STEPS = bytes(1 if b in b"[{" else 255 if b in b"]}" else 0 for b in range(256)
 _CHUNK = 1 << 20
 
 
-class CorruptEntry(ValueError):
-    """A row that ``SafeDisk`` will not decode (a pickle, an unknown mode, an unsafe file name, a
-    value file that is not a bounded regular file, JSON nested too deep)."""
+# A row that ``SafeDisk`` will not decode (a pickle, an unknown mode, an unsafe file name, a
+# value file that is not a bounded regular file, JSON nested too deep): the bounded file reads
+# (``reprog_core.files``, shared with the stored source models) raise the same error.
+CorruptEntry = CorruptFile
 
 
 class ForeignKey(bytes):
@@ -113,61 +114,6 @@ def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise CorruptEntry(f"JSON does not decode ({type(exc).__name__}: {exc})") from None
-
-
-def open_regular_file(path: str, limit: int) -> tuple[BinaryIO, int]:
-    """(``path`` opened for reading, its size); the file's ``name`` is ``path``.
-
-    ``CorruptEntry`` unless ``path`` is a regular file (not a link, FIFO, device or folder) of at
-    most ``limit`` bytes; ``OSError`` when it cannot be opened (missing). Never blocks: a FIFO is
-    refused before it is opened, and opened non-blocking should one be swapped in meanwhile."""
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise CorruptEntry(f"value file is not a regular file ({_file_type(st.st_mode)})")
-    extra = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | extra))  # noqa: SIM115
-    except IsADirectoryError:
-        raise CorruptEntry("value file is not a regular file (a folder)") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise CorruptEntry("value file is not a regular file (a symbolic link)") from None
-        raise
-    try:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise CorruptEntry(f"value file is not a regular file ({_file_type(st.st_mode)})")
-        if st.st_size > limit:
-            raise CorruptEntry(f"value file is {st.st_size} bytes, over the {limit}-byte bound")
-    except BaseException:
-        f.close()
-        raise
-    return f, st.st_size
-
-
-def read_regular_file(path: str, limit: int, head: int | None = None) -> tuple[bytes, int]:
-    """(the bytes of ``path``, its size): all of it, or its first ``head`` bytes; under the
-    rules of ``open_regular_file``."""
-    f, size = open_regular_file(path, limit)
-    with f:
-        data = f.read(limit + 1 if head is None else min(head, limit + 1))
-    if len(data) > limit:
-        raise CorruptEntry(f"value file grew past the {limit}-byte bound while read")
-    return data, size
-
-
-def _file_type(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "not a plain file"
 
 
 class SafeDisk(diskcache.Disk):

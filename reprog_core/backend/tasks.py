@@ -2,10 +2,14 @@
 
 A task is a plain function ``fn(cfg, params, progress) -> dict`` returning a JSON-safe dict. The
 backend knows no task by name: whoever creates a ``Backend`` hands it its tasks
-(``Backend(tasks={...})``; the pipeline's come from ``reprog_core.serving``), and ``task_table``
-adds the built-in ``sleep``. A worker process gets each task function pickled with its job, so
-task functions must be picklable: module-level functions (pickled by reference), or instances of
-module-level classes holding them.
+(``Backend(tasks={...})``; the pipeline's come from ``reprog_core.serving``; the load test's
+synthetic one from ``bench/load_backend.py``). A worker process gets each task function pickled
+with its job, so task functions must be picklable: module-level functions (pickled by
+reference), or instances of module-level classes holding them.
+
+A task may declare the stored results it is built from (``TaskSpec.inputs``): the backend looks
+each up, or computes and stores it first, and hands them to the task in ``params['inputs']``;
+the task's own entry then refers to them instead of holding a second copy (``saving.py``).
 
 A task calls ``progress.update(fraction, stage)`` now and then; that also raises ``Cancelled``
 when the request was cancelled, so a task that reports progress is cancellable for free.
@@ -13,12 +17,11 @@ when the request was cancelled, so a task that reports progress is cancellable f
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reprog_core.backend.errors import Cancelled, OverBudget, UnknownTask
+from reprog_core.backend.errors import Cancelled, UnknownTask
 from reprog_core.config import ExperimentConfig
 
 
@@ -77,51 +80,33 @@ class TaskFn(Protocol):
     ) -> dict[str, Any]: ...
 
 
+# name -> (task kind, config, params): the stored results a task is built from.
+Inputs = dict[str, tuple[str, ExperimentConfig, dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task kind a backend serves.
 
     ``limits``: the ``Limits`` fields that apply to it (None: all). ``big_fields``: result keys
     (at any depth) holding big arrays, stored only when the request's params say ``keep_gram``.
+    ``inputs(cfg, params)``: the results this task is built from (name -> request). Each is
+    served first (from the store, or computed and stored under its own key) and handed to the
+    task as ``params['inputs'][name]`` (its stored dict); a result key of the same name is then
+    stored as a reference to that entry, not as a copy.
     """
 
     kind: str
     fn: TaskFn
     limits: frozenset[str] | None = None
     big_fields: tuple[str, ...] = ("gram",)
-
-
-# --------------------------------------------------------------------------- built-in tasks
-MAX_SLEEP_S = 60.0
-
-
-def sleep_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """A synthetic task for load tests: sleeps ``params['seconds']`` (default 0.2) in small,
-    cancellable steps and returns a small record of what it was asked."""
-    seconds = float(params.get("seconds", 0.2))
-    if not 0 <= seconds <= MAX_SLEEP_S:
-        raise OverBudget(f"sleep: seconds must be between 0 and {MAX_SLEEP_S}, got {seconds}")
-    start = time.monotonic()
-    while (elapsed := time.monotonic() - start) < seconds:
-        progress.update(elapsed / seconds if seconds else 1.0, "sleeping")
-        time.sleep(min(0.02, seconds - elapsed))
-    progress.update(1.0, "done")
-    return {
-        "task": "sleep",
-        "seconds": seconds,
-        "depth": cfg.depth,
-        "transform": cfg.transform,
-        "seed": cfg.seed,
-    }
-
-
-BUILTIN_TASKS: dict[str, TaskSpec] = {"sleep": TaskSpec("sleep", sleep_task, limits=frozenset())}
+    inputs: Callable[[ExperimentConfig, dict[str, Any]], Inputs] | None = None
 
 
 def task_table(tasks: Mapping[str, TaskFn | TaskSpec] | None = None) -> dict[str, TaskSpec]:
-    """The kinds a backend serves: the built-in ones and ``tasks`` (kind -> function or spec; a
-    bare function is subject to every limit and strips ``'gram'`` fields)."""
-    table = dict(BUILTIN_TASKS)
+    """The kinds a backend serves: ``tasks`` (kind -> function or spec; a bare function is
+    subject to every limit and strips ``'gram'`` fields)."""
+    table: dict[str, TaskSpec] = {}
     for kind, task in (tasks or {}).items():
         table[kind] = task if isinstance(task, TaskSpec) else TaskSpec(kind, task)
     return table

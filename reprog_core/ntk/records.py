@@ -29,7 +29,7 @@ from reprog_core.ntk.spectral import (
 )
 from reprog_core.ntk.target import NtkMethod, estimate_bytes, target_ntk, target_ntk_eig
 from reprog_core.reprogrammed import ReprogrammedModel
-from reprog_core.results import KernelResult, SpectrumStats
+from reprog_core.results import Dynamics, KernelResult, SpectrumStats
 
 MAX_CURVE_POINTS = 200  # dynamics curves are subsampled to about this many points
 
@@ -133,7 +133,7 @@ def target_kernel_result(
     lr = prediction_lr(cfg, stats.lambda_max, len(x), kernel, n_out)
     dynamics = ntk_dynamics(eig, r0, lr=lr, steps=cfg.steps, every=every)
     return KernelResult(
-        config=cfg.to_dict(),
+        config=cfg,
         weights=cfg.weights_label,
         wrt="transform",
         kernel=kernel,
@@ -215,7 +215,7 @@ def source_kernel_result(
         dtype=dtype,
     )
     return KernelResult(
-        config=cfg.to_dict(),
+        config=cfg,
         weights=cfg.weights_label,
         wrt="source",
         kernel=out["kernel"],
@@ -229,14 +229,13 @@ def source_kernel_result(
     )
 
 
-def _curve(dyn: dict[str, Any]) -> dict[str, list[float]]:
-    """``ntk_dynamics`` as ``KernelResult.dynamics`` (lists of floats only): step, loss (discrete
-    GD), loss_flow (gradient flow), and one-element lists lr and lr_lambda_max_over_n. The kernel
-    form (and so whether Prop. 1 was used) is the record's ``kernel``."""
-    return {
-        "step": [float(s) for s in dyn["step"]],
-        "loss": dyn["loss"],
-        "loss_flow": dyn["loss_flow"],
-        "lr": [dyn["lr"]],
-        "lr_lambda_max_over_n": [dyn["lr_lambda_max_over_n"]],
-    }
+def _curve(dyn: dict[str, Any]) -> Dynamics:
+    """``ntk_dynamics``'s curves as ``KernelResult.dynamics``. The kernel form (and so whether
+    Prop. 1 was used) is the record's ``kernel``."""
+    return Dynamics(
+        step=[float(s) for s in dyn["step"]],
+        loss=dyn["loss"],
+        loss_flow=dyn["loss_flow"],
+        lr=float(dyn["lr"]),
+        lr_lambda_max_over_n=float(dyn["lr_lambda_max_over_n"]),
+    )

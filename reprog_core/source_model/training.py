@@ -8,7 +8,6 @@ backbone features computed once per data set.
 from __future__ import annotations
 
 import copy
-import errno
 import functools
 import hashlib
 import io
@@ -29,9 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprog_core import data
-from reprog_core.backend.errors import DiskFull
-from reprog_core.backend.store_disk import read_regular_file
 from reprog_core.config import SOURCE_FIELDS, ExperimentConfig
+from reprog_core.files import DiskFull, disk_full, is_disk_full, read_regular_file
 from reprog_core.results import SourceResult
 from reprog_core.runtime import cache_dir, resolve_device, rng_lock, seed_everything
 from reprog_core.source_model import build_source_model, count_params, n_source_classes
@@ -273,8 +271,8 @@ def save_source(state: dict[str, torch.Tensor], result: dict, path: Path) -> Non
     try:
         _atomic_write_bytes(buf.getvalue(), path)
     except OSError as exc:
-        if _is_disk_full(exc):
-            raise _disk_full() from None
+        if is_disk_full(exc):
+            raise disk_full(cache_dir()) from None
         raise
 
 
@@ -307,15 +305,6 @@ def _content_digest(state: dict[str, torch.Tensor], result: dict) -> str:
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def _disk_full() -> Exception:
-    """The one-line error of a full disk under the cache directory."""
-    return DiskFull(f"disk full at {cache_dir()}: free space or set REPROG_CACHE_DIR")
 
 
 def train_source(

@@ -13,8 +13,8 @@ or ``python -m reprog_core sweep --preset paper-depth --out sweeps/paper-depth``
 
 Files: ``grid.py`` (presets, axes, validation against the backend's limits), ``executors.py``
 (local through the backend's cache; Ray with results written back to the driver's cache),
-``analysis.py`` (mean / spread over seeds, Spearman's rho), ``report.py`` (``report.html``; its
-figures are ``reprog_core.figures.sweep``), ``outputs.py`` (the files, ``load_results``),
+``report.py`` (``report.html``; its figures are ``reprog_core.figures.sweep``, its statistics
+``reprog_core.analysis``: mean / spread over seeds, Spearman's rho, the paper's claims), ``outputs.py`` (the files, ``load_results``),
 ``runner.py`` (``run_sweep``), ``cli.py`` (the ``sweep`` command).
 
 Output folder (``--out``)
@@ -36,11 +36,11 @@ NaN). One object::
     machine         {platform, python, cpu_count, torch_threads, cuda, gpus}
     elapsed_s, n_done, n_failed, cache_counts {"computed"|"joined"|"hit"|"failed": count}
     columns         row keys, in order
-    rows            one per successful point: pipeline.sweep_row(result) (source_family, backbone,
-                    weights, source_data, target, depth, width, transform, mapping, seed, steps,
-                    n_kernel, kernel_form, source_test_acc, target_test_acc, baseline_test_acc,
-                    lambda_max, lambda_min, rank, effective_rank, condition_number, trace,
-                    alignment, abs_sum_over_n, decay_exponent, n_params_transform, stopped)
+    rows            one per successful point: ExperimentRecord.sweep_row() (the columns
+                    results.ROW_COLUMNS: the config fields config.ROW_FIELDS, weights, source,
+                    target and baseline accuracy, the spectrum's statistics, the kernel's
+                    regression accuracy and input-independent share, n_params_transform,
+                    stopped, kernel_loss_drop, kernel_drift, agree_until)
                     + point (grid index), key (backend cache key), cache, executor, seconds
                     (wall time of this run), fit_seconds and kernel_seconds (compute time when
                     the point was computed)

@@ -33,10 +33,8 @@ def _fmt_point(out: PointOutcome, done: int, total: int) -> str:
     )
     if not out.ok:
         return f"{head}  FAILED  {out.error}"
-    from reprog_core.pipeline import sweep_row  # lazy: the pipeline imports torch
-
     assert out.result is not None
-    r = sweep_row(out.result)
+    r = out.result.sweep_row()
     return (
         f"{head}  {out.cache:<8} {out.seconds:6.1f} s  source {100 * r['source_test_acc']:5.1f}%"
         f"  target {100 * r['target_test_acc']:5.1f}%  λ_min {fmt(r['lambda_min'], 3):>9}"

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from reprog_core.backend import Backend, BackendError
 from reprog_core.config import ExperimentConfig
+from reprog_core.results import ExperimentRecord
 from reprog_core.sweep.grid import SWEEP_TASK
 
 
@@ -36,8 +37,9 @@ class PointOutcome:
 
     ``cache``: 'computed' (computed now), 'joined' (another requester computed it meanwhile) or
     'hit' (stored already); None when it failed. ``executor``: who computed it ('local', 'ray').
-    ``seconds``: the point's wall time as seen by the driver. ``result``: the explore result dict
-    (with ``cache`` and ``key``), None on failure; ``error``: one line, None on success.
+    ``seconds``: the point's wall time as seen by the driver. ``result``: the explore result as its
+    typed record (parsed here, where it leaves the backend), None on failure; ``error``: one
+    line, None on success.
     """
 
     index: int
@@ -46,7 +48,7 @@ class PointOutcome:
     executor: str
     cache: str | None = None
     seconds: float = 0.0
-    result: dict[str, Any] | None = None
+    result: ExperimentRecord | None = None
     error: str | None = None
 
     @property
@@ -122,8 +124,9 @@ class LocalExecutor:
                     on_stage(i, status.progress, status.stage or status.state)
 
             try:
-                out.result = backend.run(SWEEP_TASK, cfg, params, progress_cb=show)
-                out.cache = out.result["cache"]
+                stored = backend.run(SWEEP_TASK, cfg, params, progress_cb=show)
+                out.result = ExperimentRecord.from_dict(stored)
+                out.cache = stored["cache"]
             except BackendError as exc:
                 # One failing point (a diverged fit, an OOM) must not lose the rest of the sweep.
                 out.error = f"{type(exc).__name__}: {exc}"
@@ -228,8 +231,10 @@ class RayExecutor:
                 out = PointOutcome(i, cfg, key, self.name)
                 try:
                     result = ray.get(ref)
-                    out.result = store_result(backend, cfg, result, params)
-                    out.result["cache"] = out.cache = "computed"
+                    out.result = ExperimentRecord.from_dict(
+                        store_result(backend, cfg, result, params)
+                    )
+                    out.cache = "computed"
                 except Exception as exc:  # noqa: BLE001 - a failed task is one failed point
                     out.error = _ray_error_line(exc)
                 out.seconds = time.perf_counter() - t0  # tasks run in parallel: time to done

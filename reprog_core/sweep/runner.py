@@ -47,14 +47,12 @@ def make_executor(
 
 
 def point_row(out: PointOutcome) -> dict[str, Any]:
-    """The table row of a finished point: ``pipeline.sweep_row`` plus where it came from and
-    what it cost."""
-    from reprog_core.pipeline import sweep_row  # lazy: the pipeline imports torch
-
+    """The table row of a finished point: ``ExperimentRecord.sweep_row`` plus where it came
+    from and what it cost."""
     assert out.result is not None
-    kernel = out.result.get("kernel") or {}
+    kernel = out.result.kernel
     return {
-        **sweep_row(out.result),
+        **out.result.sweep_row(),
         "point": out.index,
         "key": out.key,
         "cache": out.cache,
@@ -62,8 +60,8 @@ def point_row(out: PointOutcome) -> dict[str, Any]:
         "seconds": round(out.seconds, 3),
         # What computing the point cost when it was computed (stored with it, so a resumed
         # sweep's rows still say it): the fit, and the target NTK with its spectrum.
-        "fit_seconds": out.result["fit"].get("seconds"),
-        "kernel_seconds": kernel.get("seconds"),
+        "fit_seconds": out.result.fit.seconds,
+        "kernel_seconds": kernel.seconds if kernel is not None else None,
     }
 
 

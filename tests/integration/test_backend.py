@@ -37,6 +37,7 @@ from reprog_core.backend import (
     OverBudget,
     Progress,
     TaskFailed,
+    TaskSpec,
     UnknownTask,
     WorkerCrashed,
     cache_clear,
@@ -146,7 +147,7 @@ def fake_explore(cfg: ExperimentConfig, params: dict[str, Any], progress: Progre
     return {"depth": cfg.depth, "transform": cfg.transform, "lambda_min": 0.1 * cfg.depth}
 
 
-# What every backend here is handed (the built-in 'sleep' comes with it).
+# What every backend here is handed.
 TASKS = {
     "test-count": count_task,
     "test-pid": pid_task,
@@ -619,19 +620,12 @@ def test_warm_default_preset(make_backend):
         build_grid(ExperimentConfig(), preset="nope")
 
 
-def test_builtin_sleep_task(make_backend):
-    backend = make_backend()
-    result = backend.run("sleep", CFG.replace(seed=3), {"seconds": 0.05})
-    assert result["seed"] == 3 and result["cache"] == "computed"
-    with pytest.raises(OverBudget, match="seconds must be between"):
-        backend.run("sleep", CFG, {"seconds": 1e6})
-
-
 def test_a_backend_serves_the_tasks_it_was_handed(make_backend, tmp_path):
-    """No registry behind its back: each backend knows the built-in kinds and its own."""
+    """No registry behind its back: each backend knows the kinds it was handed, and no other
+    (no test-only task ships in the product)."""
     bare = make_backend(tasks=None, cache_dir=tmp_path / "bare")
-    assert sorted(bare.tasks) == ["sleep"]
-    with pytest.raises(UnknownTask, match="unknown task kind 'test-count'; registered: .'sleep'"):
+    assert bare.tasks == {}
+    with pytest.raises(UnknownTask, match=r"unknown task kind 'test-count'; registered: \[\]"):
         bare.submit("test-count", CFG, {"counter": str(tmp_path / "c")})
     assert make_backend().task("test-count").fn is count_task
 
@@ -655,9 +649,10 @@ def test_the_backend_never_imports_the_pipeline():
 
 def test_pipeline_tasks_reach_a_worker_process_by_reference():
     # Lazy: the pipeline loads torch, and every worker process of these tests imports this module.
-    from reprog_core.pipeline import TASKS, run_explore
+    from reprog_core.pipeline import run_explore
+    from reprog_core.serving import TASKS
 
-    assert pickle.loads(pickle.dumps(TASKS["explore"])).fn is run_explore
+    assert pickle.loads(pickle.dumps(TASKS["explore"].fn)).fn is run_explore
 
 
 def test_put_stores_a_result_computed_elsewhere_as_the_backend_would(make_backend, tmp_path):
@@ -692,3 +687,40 @@ def test_source_and_target_size_have_server_caps(make_backend, tmp_path, monkeyp
 
     assert ranges(limits.to_dict())["source_size"][1] == 64
     assert ranges(Limits().to_dict())["target_size"][1] <= 128
+
+
+# --------------------------------------------------------------------------- task inputs
+def whole_task(cfg: ExperimentConfig, params: dict[str, Any], progress: Progress) -> dict:
+    """Built from the stored 'part' it is handed (``TaskSpec.inputs``)."""
+    progress.update(1.0, "whole")
+    return {"part": params["inputs"]["part"], "own": cfg.depth}
+
+
+def _part_of(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:
+    return {"part": ("test-count", cfg, {"counter": params["counter"], "seconds": 0.3})}
+
+
+def test_a_task_gets_its_inputs_computed_once_and_stores_them_once(make_backend, tmp_path):
+    """The explore task's shape: a page asks for the part (the kernel) and the whole (the
+    experiment built on it) at once. The part is computed once, under its own key; the whole's
+    entry refers to it instead of holding a copy, reads back whole, and is computed again (part
+    first) when the part is gone."""
+    counter = tmp_path / "counter"
+    tasks = {**TASKS, "test-whole": TaskSpec("test-whole", whole_task, inputs=_part_of)}
+    backend = make_backend(tasks=tasks)
+    params = {"counter": str(counter)}
+    part_req = ("test-count", CFG, {"counter": str(counter), "seconds": 0.3})
+    handles = [backend.submit(*part_req), backend.submit("test-whole", CFG, params)]
+    part, whole = (h.result(30) for h in handles)
+    assert len(counter.read_text().split()) == 1  # one computation of the part
+    assert whole["part"]["curve"] == part["curve"] == [1.0, 0.5, 0.25]
+    assert whole["part"]["depth"] == CFG.depth and whole["own"] == CFG.depth
+    stored = backend.store.get_json(backend.key("test-whole", CFG, params))
+    assert stored is not None and '"$stored"' in stored and "curve" not in stored
+    assert backend.get("test-whole", CFG, params)["part"]["curve"] == [1.0, 0.5, 0.25]
+
+    assert backend.store.delete(backend.key(*part_req))
+    assert backend.get("test-whole", CFG, params) is None  # its part is gone: a miss
+    again = backend.run("test-whole", CFG, params, timeout=30)
+    assert again["cache"] == "computed" and again["part"]["curve"] == [1.0, 0.5, 0.25]
+    assert len(counter.read_text().split()) == 2

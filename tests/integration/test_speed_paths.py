@@ -94,7 +94,7 @@ def test_cached_cli_answer_does_not_import_torch(tmp_path):
     is the backend's own hit (same fields)."""
     from reprog_core.backend import Backend
     from reprog_core.cli import build_parser, config_from_args
-    from reprog_core.pipeline import TASKS
+    from reprog_core.serving import TASKS
 
     env = {"REPROG_CACHE_DIR": str(tmp_path), "REPROG_THREADS": "1"}
     cfg = config_from_args(build_parser().parse_args(["fit", *TINY]))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from reprog_core import pipeline
+from reprog_core import pipeline, serving
 from reprog_core.backend import Backend, service
 from reprog_core.config import ExperimentConfig
 from reprog_core.source_model import training
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 def backend(tmp_path, monkeypatch):
     """A backend of its own, installed as the process-wide one (what the dashboard uses)."""
     monkeypatch.setenv("REPROG_CACHE_DIR", str(tmp_path))
-    be = Backend(cache_dir=tmp_path / "results", device="cpu", cpu_workers=2, tasks=pipeline.TASKS)
+    be = Backend(cache_dir=tmp_path / "results", device="cpu", cpu_workers=2, tasks=serving.TASKS)
     monkeypatch.setattr(service, "_default", be)
     yield be
     be.close()

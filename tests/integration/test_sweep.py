@@ -17,7 +17,7 @@ import pytest
 
 from reprog_core.backend import Backend
 from reprog_core.config import ExperimentConfig
-from reprog_core.pipeline import TASKS
+from reprog_core.serving import TASKS
 from reprog_core.sweep import (
     SWEEP_TASK,
     build_grid,

@@ -10,7 +10,7 @@ import pytest
 from dashboard import warm
 from reprog_core.backend import Backend
 from reprog_core.config import ExperimentConfig
-from reprog_core.pipeline import TASKS
+from reprog_core.serving import TASKS
 from tests.configs import PIXEL
 
 TINY = ExperimentConfig(

@@ -144,7 +144,7 @@ def test_full_kernel_record_decomposes_once(monkeypatch):
     y = torch.arange(6) % 4
     res = target_kernel_result(cfg, model, x, y, dtype=F64)
     assert counts == {"eigh": 1, "eigvalsh": 0}
-    assert res.stats.rank == 24 and res.dynamics and len(res.dynamics["loss"]) > 1
+    assert res.stats.rank == 24 and res.dynamics and len(res.dynamics.loss) > 1
     # The same statistics as decomposing separately.
     k, _ = target_ntk(model, x, kernel="full", dtype=F64, grad_dtype=F32)
     ref = spectrum(k, y, n_classes=4)

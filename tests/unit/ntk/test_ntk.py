@@ -477,7 +477,7 @@ def test_target_kernel_result_dense_and_lanczos_fallback():
     assert dense.method == "structured" and dense.wrt == "transform" and not dense.stats.partial
     assert dense.n == 8 and dense.n_outputs == 3 and dense.n_params == 192
     assert len(dense.gram) == 8 and dense.stats.alignment is not None
-    assert dense.dynamics["step"][0] == 0 and dense.dynamics["step"][-1] == 30
+    assert dense.dynamics.step[0] == 0 and dense.dynamics.step[-1] == 30
     # Over a tiny budget: the top-k eigenvalues come from Lanczos instead.
     top = target_kernel_result(cfg, model, x, y, budget_bytes=1000, topk=3)
     assert top.method == "lanczos" and top.stats.partial and len(top.stats.eigenvalues) == 3
