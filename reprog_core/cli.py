@@ -22,6 +22,7 @@ from typing import Any
 from reprog_core.config import ConfigError, ExperimentConfig
 from reprog_core.config_args import add_config_flags as _add_config_flags
 from reprog_core.config_args import config_from_args
+from reprog_core.results import FitResult, KernelResult, SourceResult
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI reports failures in one line, no traceback
-        from reprog_core.backend import BackendError, DiskFull, StoreBusy
+        from reprog_core.backend import BackendError, StoreBusy
         from reprog_core.data import DatasetError
+        from reprog_core.files import DiskFull  # the backend's and a computation's own
 
         known = (BackendError, DatasetError, FloatingPointError, ValueError, RuntimeError, OSError)
         if not isinstance(exc, known):
@@ -212,12 +214,12 @@ def _run(kind: str, cfg: ExperimentConfig, params: dict[str, Any], args) -> dict
         if not quiet:
             sys.stderr.write(f"\r{status.stage[:70]:<70} {100 * status.progress:5.1f}%")
 
-    result = backend.run(kind, cfg, params, progress_cb=show)
+    stored = backend.run(kind, cfg, params, progress_cb=show)
     if not quiet:
         sys.stderr.write("\n")
-    for warning in result.get("warnings", []):  # e.g. disk full: computed, but not stored
+    for warning in stored.get("warnings", []):  # e.g. disk full: computed, but not stored
         sys.stderr.write(f"python -m reprog_core {args.command}: warning: {warning}\n")
-    return result
+    return stored
 
 
 def _cmd_train_source(args: argparse.Namespace) -> int:
@@ -225,63 +227,70 @@ def _cmd_train_source(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
     else:
+        src = SourceResult.from_dict(res)
         print(
             f"source {cfg.source_family} depth {cfg.depth} on {cfg.source_data} "
-            f"(weights: {res['weights']}): train acc {res['source_train_acc']:.3f}, "
-            f"test acc {res['source_test_acc']:.3f}, {res['epochs_run']} epochs, "
-            f"{res['seconds']:.1f} s [{res['cache']}]"
+            f"(weights: {src.weights}): train acc {_nan(src.source_train_acc):.3f}, "
+            f"test acc {_nan(src.source_test_acc):.3f}, {src.epochs_run} epochs, "
+            f"{src.seconds:.1f} s [{res['cache']}]"
         )
     return 0
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     cfg, res = _request("fit", {}, args)
-    if res.get("stopped"):
-        sys.stderr.write(f"warning: {res['stopped']}\n")
+    fit = FitResult.from_dict(res)
+    if fit.stopped:
+        sys.stderr.write(f"warning: {fit.stopped}\n")
     if args.json:
         _print_json(res)
     else:
         print(
             f"{cfg.source_data} -> {cfg.target} with {cfg.transform} "
-            f"({res['n_params_transform']} parameters, weights: {res['weights']}): "
-            f"source test acc {res['source_test_acc']:.3f}; target test acc "
-            f"{res['initial_test_acc']:.3f} -> {res['target_test_acc']:.3f} "
-            f"(baseline 'none': {res['baseline_test_acc']:.3f}); {res['seconds']:.1f} s "
+            f"({fit.n_params_transform} parameters, weights: {fit.weights}): "
+            f"source test acc {_nan(fit.source_test_acc):.3f}; target test acc "
+            f"{_nan(fit.initial_test_acc):.3f} -> {_nan(fit.target_test_acc):.3f} "
+            f"(baseline 'none': {_nan(fit.baseline_test_acc):.3f}); {fit.seconds:.1f} s "
             f"[{res['cache']}]"
         )
     return 0
 
 
 def _cmd_ntk(args: argparse.Namespace) -> int:
-    cfg, res = _request("ntk", {"wrt": args.wrt, "method": args.method}, args)
+    _, res = _request("ntk", {"wrt": args.wrt, "method": args.method}, args)
+    kernel = KernelResult.from_dict(res)
+    stats = kernel.stats
     if args.json:
-        stats = res.get("stats") or {}
         flat = {
-            "config": res.get("config", cfg.to_dict()),
-            "weights": res.get("weights"),
-            "method": res.get("method"),
-            "kernel": res.get("kernel", cfg.kernel_form),
-            "n": res.get("n", cfg.n_kernel),
+            "config": kernel.config.to_dict(),
+            "weights": kernel.weights,
+            "method": kernel.method,
+            "kernel": kernel.kernel,
+            "n": kernel.n,
             "wrt": args.wrt,
-            "eigenvalues": stats.get("eigenvalues"),
-            **{k: v for k, v in stats.items() if k != "eigenvalues"},
-            "seconds": res.get("seconds"),
+            **stats.to_dict(),  # the eigenvalues first, then the statistics
+            "seconds": kernel.seconds,
             "cache": res["cache"],
             "key": res["key"],
         }
-        flat.update({k: v for k, v in res.items() if k not in flat and k != "stats"})
+        rest = kernel.to_dict()
+        flat.update({k: v for k, v in rest.items() if k not in flat and k != "stats"})
         _print_json(flat)
     else:
-        stats = res.get("stats") or {}
         print(
-            f"{args.wrt} NTK ({res.get('kernel')}, N={res.get('n')}, method {res.get('method')},"
-            f" weights: {res.get('weights')}): lambda_max {stats.get('lambda_max', math.nan):.4g},"
-            f" lambda_min {stats.get('lambda_min', math.nan):.4g}, rank {stats.get('rank')}"
-            f" (tol {stats.get('rank_tol', math.nan):.2g}), effective rank "
-            f"{stats.get('effective_rank', math.nan):.2f}, {res.get('seconds', 0):.2f} s "
+            f"{args.wrt} NTK ({kernel.kernel}, N={kernel.n}, method {kernel.method},"
+            f" weights: {kernel.weights}): lambda_max {_nan(stats.lambda_max):.4g},"
+            f" lambda_min {_nan(stats.lambda_min):.4g}, rank {stats.rank}"
+            f" (tol {_nan(stats.rank_tol):.2g}), effective rank "
+            f"{_nan(stats.effective_rank):.2f}, {kernel.seconds:.2f} s "
             f"[{res['cache']}]"
         )
     return 0
+
+
+def _nan(value: float | None) -> float:
+    """A stored number for a format spec: None (NaN in strict JSON) as NaN."""
+    return math.nan if value is None else value
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:

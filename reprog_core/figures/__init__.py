@@ -1,8 +1,10 @@
 """Plot builders: result records in, plotly figures out.
 
-Pure functions over the JSON-safe dicts of ``reprog_core.results`` (as the backend returns them) and
-the rows of ``reprog_core.pipeline.sweep_row``. No Streamlit here: the dashboard and the sweep's
-HTML report draw the same figures, and the tests check them without a browser.
+Pure functions over the typed records of ``reprog_core.results`` (``ExperimentRecord``,
+``FitResult``, ``KernelResult``, ``SourceResult``, ``KernelRegime``; a config is an
+``ExperimentConfig``) and over table rows (``ExperimentRecord.sweep_row`` dicts, also read back
+from saved sweeps). No Streamlit here: the dashboard and the sweep's HTML report draw the same
+figures, and the tests check them without a browser.
 
 ``theme`` is the one house style (colours, names, numbers, title, random-weights marks, layout);
 the builders, by subject: ``spectrum`` (kernel spectra and their statistics), ``curves`` (fit

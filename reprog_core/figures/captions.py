@@ -9,22 +9,22 @@ from typing import Any
 
 import numpy as np
 
+from reprog_core.config import ExperimentConfig
 from reprog_core.figures.spectrum import SPECTRAL_STATS
-from reprog_core.figures.theme import Result, fmt
+from reprog_core.figures.theme import fmt
+from reprog_core.results import KernelRegime, KernelResult
 
 EXPLODES = 10.0  # a prediction above this many times the initial measured loss "explodes"
 
 
-def prediction_explodes(kr: Mapping[str, Any]) -> str | None:
+def prediction_explodes(kr: KernelRegime) -> str | None:
     """A sentence when the full prediction (drawn or not) runs away: non-finite, or above
     ``EXPLODES`` times the initial measured loss. None otherwise."""
-    pred = np.asarray(
-        [np.nan if v is None else v for v in kr.get("predicted_loss") or []], dtype=float
-    )
-    meas = [v for v in kr.get("measured_loss") or [] if v is not None]
+    pred = np.asarray([np.nan if v is None else v for v in kr.predicted_loss], dtype=float)
+    meas = [v for v in kr.measured_loss if v is not None]
     if not pred.size or not meas:
         return None
-    steps = list(kr.get("steps") or range(pred.size))
+    steps = list(kr.steps or range(pred.size))
     ref = float(meas[0]) if meas[0] else float(max(meas))
     bad = ~np.isfinite(pred) | (pred > EXPLODES * ref)
     if not bad.any():
@@ -33,31 +33,31 @@ def prediction_explodes(kr: Mapping[str, Any]) -> str | None:
     peak = "is no longer finite" if not np.isfinite(pred[i]) else f"reaches {fmt(pred[i], 3)}"
     return (
         f"The NTK prediction explodes: it {peak} at step {steps[i]} (η·λ_max/N = "
-        f"{fmt(kr.get('lr_lambda_max_over_n'), 3)}; above 2 gradient descent on the linearised "
+        f"{fmt(kr.lr_lambda_max_over_n, 3)}; above 2 gradient descent on the linearised "
         "model diverges along the stiffest direction). It is not drawn past the agreement horizon."
     )
 
 
-def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
+def kernel_regime_caption(kr: KernelRegime) -> str:
     """What the kernel-regime figure shows, in words: ρ, η, η·λ_max/N, the agreement horizon and
     the loss drop within it, where prediction and fit part and the kernel drift there and at the
     end; how the mapping was held; how much of the loss is the offset common to every sample;
     whether the band tells the kernel from one half or twice as large; and what the accuracy of
     a fit on the N kernel samples means."""
-    tol = kr.get("agreement_tol", 0.1)
-    steps = kr.get("steps") or [0]
+    tol = kr.agreement_tol
+    steps = kr.steps or [0]
     parts = [
-        f"Kernel regime: full-batch gradient descent on squared loss over the N = {kr.get('n')} "
-        f"kernel samples, step size η = ρ·N/λ_max = {fmt(kr.get('lr'), 3)} with ρ = "
-        f"{fmt(kr.get('rho'), 3)} (η·λ_max/N = {fmt(kr.get('lr_lambda_max_over_n'), 3)}; λ_max "
-        f"= {fmt(kr.get('lambda_max_full'), 3)} of the full kernel, N·c_T = "
-        f"{_nc(kr)} rows). The prediction is the linearised model's loss from the full kernel "
-        "at θ₀."
+        f"Kernel regime: full-batch gradient descent on squared loss over the N = {kr.n} "
+        f"kernel samples, step size η = ρ·N/λ_max = {fmt(kr.lr, 3)} with ρ = "
+        f"{fmt(kr.rho, 3)} (η·λ_max/N = {fmt(kr.lr_lambda_max_over_n, 3)}; λ_max "
+        f"= {fmt(kr.lambda_max_full, 3)} of the full kernel, N·c_T = "
+        f"{kr.n * kr.n_outputs} rows). The prediction is the linearised model's loss from the "
+        "full kernel at θ₀."
     ]
-    if kr.get("mapping_note"):
-        parts.append(f"{kr['mapping_note']}.")
-    until, parted = kr.get("agree_until"), kr.get("parted_at")
-    drop = f"{100 * float(kr.get('loss_drop') or 0.0):.0f}%"
+    if kr.mapping_note:
+        parts.append(f"{kr.mapping_note}.")
+    until, parted = kr.agree_until, kr.parted_at
+    drop = f"{100 * float(kr.loss_drop or 0.0):.0f}%"
     if until is None:
         parts.append(
             f"Prediction and fit differ by more than {tol:.0%} from the first step, so no "
@@ -66,27 +66,25 @@ def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
     elif parted is None:
         parts.append(
             f"It stays within {tol:.0%} of the measured loss over all {steps[-1]} steps "
-            f"(worst {100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss "
+            f"(worst {100 * float(kr.worst_error or 0):.1f}%), while the measured loss "
             f"falls by {drop}."
         )
     else:
-        dp = kr.get("drift_at_parting")
+        dp = kr.drift_at_parting
         parts.append(
             f"It stays within {tol:.0%} of the measured loss up to step {until} (worst "
-            f"{100 * float(kr.get('worst_error') or 0):.1f}%), while the measured loss falls by "
+            f"{100 * float(kr.worst_error or 0):.1f}%), while the measured loss falls by "
             f"{drop}; they part at step {parted}, where the kernel has drifted by "
             f"{fmt(dp, 2)} (‖Θ(θ_t) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F): the model is no longer linear in θ, "
             "so the prediction is not drawn beyond it."
         )
-    parts.append(f"Kernel drift at the end (step {steps[-1]}): {fmt(kr.get('drift'), 2)}.")
+    parts.append(f"Kernel drift at the end (step {steps[-1]}): {fmt(kr.drift, 2)}.")
     offset = offset_sentence(kr)
     if offset:
         parts.append(offset)
-    band = band_sentence(kr)
-    if band:
-        parts.append(band)
+    parts.append(band_sentence(kr))
     parts.append(
-        f"Accuracy: this fit trains on the N = {kr.get('n')} kernel samples only, so its test "
+        f"Accuracy: this fit trains on the N = {kr.n} kernel samples only, so its test "
         "accuracy is what those N samples teach under the squared loss, not what a practical fit "
         "on the whole training split reaches; it can end below the baseline."
     )
@@ -96,11 +94,11 @@ def kernel_regime_caption(kr: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def offset_sentence(kr: Mapping[str, Any]) -> str | None:
+def offset_sentence(kr: KernelRegime) -> str | None:
     """How much of the squared loss is the per-output offset common to every kernel sample, and
-    how much of the rest the fit removed. None for records without the offset-free loss."""
-    share, free = kr.get("offset_share"), kr.get("measured_loss_offset_free") or []
-    meas = kr.get("measured_loss") or []
+    how much of the rest the fit removed. None without the offset-free loss (or its share)."""
+    share, free = kr.offset_share, kr.measured_loss_offset_free
+    meas = kr.measured_loss
     if share is None or not free or not meas:
         return None
     text = (
@@ -111,35 +109,33 @@ def offset_sentence(kr: Mapping[str, Any]) -> str | None:
     )
     if free[0] and meas[0] and free[-1] is not None and meas[-1] is not None:
         text += (
-            f": by step {(kr.get('steps') or [0])[-1]} the raw loss has fallen by "
+            f": by step {(kr.steps or [0])[-1]} the raw loss has fallen by "
             f"{100 * (1 - meas[-1] / meas[0]):.0f}%, the offset-free loss by "
             f"{100 * (1 - free[-1] / free[0]):.0f}%"
         )
     return text + "."
 
 
-def band_sentence(kr: Mapping[str, Any]) -> str | None:
-    """Whether the agreement band tells the θ₀ kernel from the same kernel halved or doubled.
-    None for records without the scaled horizons."""
-    if "agree_until_half_kernel" not in kr:
-        return None
-    tol = kr.get("agreement_tol", 0.1)
+def band_sentence(kr: KernelRegime) -> str:
+    """Whether the agreement band tells the θ₀ kernel from the same kernel halved or doubled."""
+    tol = kr.agreement_tol
 
-    def step(v: Any) -> str:
+    def step(v: int | None) -> str:
         return "no step" if v is None else f"step {v}"
 
-    half, double = kr.get("agree_until_half_kernel"), kr.get("agree_until_double_kernel")
+    half, double = kr.agree_until_half_kernel, kr.agree_until_double_kernel
     text = (
         f"How discriminating the {tol:.0%} band is: the same prediction from the θ₀ kernel "
         f"halved stays within it up to {step(half)}, doubled up to {step(double)}, against "
-        f"{step(kr.get('agree_until'))} for the kernel itself"
+        f"{step(kr.agree_until)} for the kernel itself"
     )
-    if kr.get("band_discriminates"):
+    if kr.band_discriminates:
         return text + ", so the band tells them apart."
+    until = -1 if kr.agree_until is None else kr.agree_until
     worse = [
         name
         for name, v in (("halved", half), ("doubled", double))
-        if (-1 if v is None else v) >= (-1 if kr.get("agree_until") is None else kr["agree_until"])
+        if (-1 if v is None else v) >= until
     ]
     return (
         text + f": the band cannot tell the right kernel from the {' or '.join(worse)} one here, "
@@ -147,15 +143,10 @@ def band_sentence(kr: Mapping[str, Any]) -> str | None:
     )
 
 
-def _nc(kr: Mapping[str, Any]) -> str:
-    n, c = kr.get("n"), kr.get("n_outputs")
-    return f"{n * c}" if isinstance(n, int) and isinstance(c, int) else "N·c_T"
-
-
-def practical_regime_note(config: Mapping[str, Any]) -> str:
+def practical_regime_note(config: ExperimentConfig) -> str:
     """Why a practical fit's loss axes carry no NTK prediction."""
-    opt, loss = config.get("optimizer"), config.get("loss")
-    batches = "full batch" if opt == "sgd" else f"minibatches of {config.get('batch_size', 'B')}"
+    opt, loss = config.optimizer, config.loss
+    batches = "full batch" if opt == "sgd" else f"minibatches of {config.batch_size}"
     loss_name = {"ce": "cross-entropy", "mse": "squared loss"}.get(str(loss), str(loss))
     return (
         "No NTK prediction on these axes: the prediction models full-batch gradient descent on "
@@ -173,18 +164,20 @@ CE_SQUARED_LOSS = (
 )
 
 
-def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str | None:
+def spectrum_timescales(kernel: KernelResult | None, config: ExperimentConfig) -> str | None:
     """What the spectrum says about the speed of a fit, in words: the time scale N/(η λ_i) of the
     top and the bottom mode for full-batch gradient descent on squared loss at η = ρ N / λ_max,
     i.e. (λ_max / λ_i) / ρ steps. None when there is no spectrum."""
-    stats = (kernel or {}).get("stats") or {}
-    lam_max, lam_min = stats.get("lambda_max"), stats.get("lambda_min")
-    if not kernel or not lam_max or not lam_min or lam_max <= 0 or lam_min <= 0:
+    if kernel is None:
         return None
-    rho = float(config.get("rho") or 0.1)
+    stats = kernel.stats
+    lam_max, lam_min = stats.lambda_max, stats.lambda_min
+    if not lam_max or not lam_min or lam_max <= 0 or lam_min <= 0:
+        return None
+    rho = float(config.rho or 0.1)
     top, bottom = 1.0 / rho, lam_max / lam_min / rho
-    steps = config.get("steps")
-    rank, size = stats.get("rank"), len(stats.get("eigenvalues") or [])
+    steps = config.steps
+    rank, size = stats.rank, len(stats.eigenvalues)
     text = (
         f"Time scales, for full-batch gradient descent on squared loss at η = ρ·N/λ_max (ρ = "
         f"{fmt(rho, 3)}): the error along eigen-direction i shrinks by (1 − ρ·λ_i/λ_max) per "
@@ -196,14 +189,14 @@ def spectrum_timescales(kernel: Result | None, config: Mapping[str, Any]) -> str
     text += "."
     if isinstance(rank, int) and size and rank < size:
         text += f" The {size - rank} directions beyond the rank are not fitted at all."
-    if kernel.get("kernel") == "trace":
+    if kernel.kernel == "trace":
         text += (
             " Read from the trace form, so the ratios are approximate: the dynamics use the full "
             "kernel."
         )
-    if config.get("regime") != "kernel":
+    if config.regime != "kernel":
         text += (
-            f" This fit uses {config.get('optimizer')} on {config.get('loss')} loss, so these "
+            f" This fit uses {config.optimizer} on {config.loss} loss, so these "
             "are indicative, not a prediction of its curve."
         )
     return text
@@ -222,12 +215,13 @@ VERDICT_STATS = (
 
 def statistics_verdict(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> str | None:
     """Which spectral statistics order the configurations the way their outcome does, and which
-    point the wrong way, in words. ``rows``: ``sweep_row`` dicts; the outcome is the gain of the
-    fit over its own 'none' baseline (target − baseline accuracy). Only pairs whose gains differ
-    by more than 5 points are judged. None when there is nothing to judge."""
+    point the wrong way, in words. ``rows``: table rows (``ExperimentRecord.sweep_row`` dicts);
+    the outcome is the gain of the fit over its own 'none' baseline (target − baseline accuracy).
+    Only pairs whose gains differ by more than 5 points are judged. None when there is nothing
+    to judge."""
 
-    def gain(r: Mapping[str, Any]) -> float | None:
-        t, b = r.get("target_test_acc"), r.get("baseline_test_acc")
+    def gain(row: Mapping[str, Any]) -> float | None:
+        t, b = row.get("target_test_acc"), row.get("baseline_test_acc")
         return None if t is None or b is None else float(t) - float(b)
 
     pairs = [

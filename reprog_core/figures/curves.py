@@ -7,7 +7,7 @@ the test accuracy against the step, for one fit (``fit_curves_figure``) or sever
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ from reprog_core.figures.theme import (
     PALETTE,
     PREDICTION_COLOR,
     TRANSFORM_NAMES,
-    Result,
     base_layout,
     below_px,
     fmt,
@@ -35,6 +34,7 @@ from reprog_core.figures.theme import (
     title_layout,
     wrap,
 )
+from reprog_core.results import FitResult, KernelRegime, KernelResult
 
 
 @dataclass(frozen=True)
@@ -68,34 +68,33 @@ def _overlaid(label: str, color: str) -> _Look:
     return _Look(label, label, color, color, color, loss_width=2, marker=5, group=label)
 
 
-def _measured_kernel_loss(fit: Result) -> tuple[list[int], list[float]]:
+def _measured_kernel_loss(fit: FitResult) -> tuple[list[int], list[float]]:
     """(steps, squared loss on the kernel samples): every step of the kernel regime's record
     when there is one, else the fit's sparse evaluation points."""
-    kr = fit.get("kernel_regime") or {}
-    if kr.get("steps"):
-        return list(kr["steps"]), list(kr["measured_loss"])
-    c = fit.get("curves") or {}
-    return list(c.get("eval_step") or []), list(c.get("kernel_loss") or [])
+    kr = fit.kernel_regime
+    if kr is not None and kr.steps:
+        return list(kr.steps), list(kr.measured_loss)
+    return list(fit.curves.eval_step), list(fit.curves.kernel_loss)
 
 
-def prediction_horizon(kr: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+def prediction_horizon(kr: KernelRegime) -> tuple[list[int], list[float]]:
     """The part of the kernel regime's prediction that is drawn: the steps up to and including
     ``agree_until`` (where it is within ``agreement_tol`` of the measured loss); empty when they
     differ from the first step."""
-    until = kr.get("agree_until")
+    until = kr.agree_until
     if until is None:
         return [], []
-    pairs = [(t, p) for t, p in zip(kr.get("steps") or [], kr.get("predicted_loss") or [])]
+    pairs = list(zip(kr.steps, kr.predicted_loss))
     return [t for t, _ in pairs if t <= until], [p for t, p in pairs if t <= until]
 
 
-def _draw_prediction(fig: go.Figure, kr: Mapping[str, Any], look: _Look, col: int) -> None:
+def _draw_prediction(fig: go.Figure, kr: KernelRegime, look: _Look, col: int) -> None:
     """The kernel regime's prediction up to ``agree_until``, and a vertical marker at
     ``parted_at`` naming the kernel drift there."""
     label = look.group.split(":")[0] if look.group else ""
     color = look.prediction_color
     xs, ys = prediction_horizon(kr)
-    tol = kr.get("agreement_tol", 0.1)
+    tol = kr.agreement_tol
     if xs:
         fig.add_trace(
             go.Scatter(
@@ -111,10 +110,10 @@ def _draw_prediction(fig: go.Figure, kr: Mapping[str, Any], look: _Look, col: in
             row=1,
             col=col,
         )
-    parted = kr.get("parted_at")
-    last = max(kr.get("steps") or [1])
+    parted = kr.parted_at
+    last = max(kr.steps or [1])
     if parted is not None:
-        drift = kr.get("drift_at_parting")
+        drift = kr.drift_at_parting
         why = f"kernel drift {fmt(drift, 2)}" if drift is not None else "kernel drift unknown"
         fig.add_vline(
             x=parted,
@@ -130,16 +129,16 @@ def _draw_prediction(fig: go.Figure, kr: Mapping[str, Any], look: _Look, col: in
         )
 
 
-def _draw_offset_free(fig: go.Figure, kr: Mapping[str, Any], col: int) -> list[float]:
+def _draw_offset_free(fig: go.Figure, kr: KernelRegime, col: int) -> list[float]:
     """The kernel regime's loss with each output's mean residual over the N samples removed:
     measured at every step, predicted up to ``agree_until`` (where the prediction is drawn).
     Lighter than the raw curves. Returns the measured values (for the axis range); nothing is
-    drawn for records from before the offset-free loss was kept."""
-    free = kr.get("measured_loss_offset_free")
-    steps = kr.get("steps") or []
+    drawn when the offset-free loss is missing or does not match the steps."""
+    free = kr.measured_loss_offset_free
+    steps = kr.steps
     if not free or len(free) != len(steps):
         return []
-    share = kr.get("offset_share")
+    share = kr.offset_share
     offset = f" (it was {100 * float(share):.0f}% of the loss at θ₀)" if share is not None else ""
     fig.add_trace(
         go.Scatter(
@@ -153,8 +152,8 @@ def _draw_offset_free(fig: go.Figure, kr: Mapping[str, Any], col: int) -> list[f
         row=1,
         col=col,
     )
-    until = kr.get("agree_until")
-    pred = kr.get("predicted_loss_offset_free") or []
+    until = kr.agree_until
+    pred = kr.predicted_loss_offset_free
     if until is not None and len(pred) == len(steps):
         xs = [t for t in steps if t <= until]
         fig.add_trace(
@@ -173,7 +172,7 @@ def _draw_offset_free(fig: go.Figure, kr: Mapping[str, Any], col: int) -> list[f
 
 
 def _loss_panel(
-    fig: go.Figure, fit: Result, look: _Look, col: int
+    fig: go.Figure, fit: FitResult, look: _Look, col: int
 ) -> tuple[list[int], list[float]]:
     """One fit's measured squared loss on the kernel samples in panel ``col`` and, in the kernel
     regime, its NTK prediction where it holds. Returns the measured (steps, losses)."""
@@ -191,19 +190,17 @@ def _loss_panel(
         row=1,
         col=col,
     )
-    kr = fit.get("kernel_regime")
-    if kr:
-        _draw_prediction(fig, kr, look, col)
+    if fit.kernel_regime is not None:
+        _draw_prediction(fig, fit.kernel_regime, look, col)
     return xs, ys
 
 
-def _accuracy_panel(fig: go.Figure, fit: Result, look: _Look, col: int) -> None:
+def _accuracy_panel(fig: go.Figure, fit: FitResult, look: _Look, col: int) -> None:
     """One fit's target test accuracy in panel ``col``."""
-    curves = fit.get("curves") or {}
     fig.add_trace(
         go.Scatter(
-            x=curves.get("eval_step", []),
-            y=curves.get("test_acc", []),
+            x=fit.curves.eval_step,
+            y=fit.curves.test_acc,
             mode="lines+markers",
             name=look.accuracy_name,
             legendgroup=look.group,
@@ -238,40 +235,42 @@ def _panel_axes(fig: go.Figure, measured: Sequence[Any], loss_col: int, acc_col:
 
 
 def fit_curves_figure(
-    fit: Result, kernel: Result | None = None, weights: str | None = None
+    fit: FitResult, kernel: KernelResult | None = None, weights: str | None = None
 ) -> go.Figure:
     """The reprogramming fit: training loss, the squared loss on the N kernel samples, and
     accuracy, all against the step.
 
     The NTK prediction is drawn on the loss axes only where it describes the fit: in the kernel
-    regime (``fit['kernel_regime']``: full-batch GD on squared loss, step size from the full
+    regime (``fit.kernel_regime``: full-batch GD on squared loss, step size from the full
     kernel), and there only up to the step where it stays within the agreement tolerance of the
     measured loss, with the step where they part marked and the kernel drift named. A practical
     fit (Adam, cross-entropy, minibatches) gets no prediction on its axes; what the spectrum says
     about it is ``spectrum_timescales``. The y-range follows the measured loss.
 
-    ``fit`` is a FitResult dict; ``kernel`` the KernelResult dict (None for transform 'none').
+    ``kernel`` is the target NTK (None for transform 'none'); ``weights`` the weights label
+    (defaults to the fit's own).
     """
-    curves = fit.get("curves") or {}
-    cfg = fit.get("config") or {}
-    weights = weights if weights is not None else fit.get("weights")
-    kr = fit.get("kernel_regime") or None
+    curves = fit.curves
+    cfg = fit.config
+    weights = weights if weights is not None else fit.weights
+    kr = fit.kernel_regime
     fig = make_subplots(
         rows=1,
         cols=3,
         subplot_titles=(
-            f"training loss ({'cross-entropy' if cfg.get('loss') == 'ce' else 'squared'}, "
-            "per batch)",
+            f"training loss ({'cross-entropy' if cfg.loss == 'ce' else 'squared'}, per batch)",
             # Short: a longer title runs into its neighbours'; the y axis says what the loss is.
-            "measured vs NTK prediction" if kr else "squared loss on the kernel samples",
+            "measured vs NTK prediction"
+            if kr is not None
+            else "squared loss on the kernel samples",
             "accuracy",
         ),
         horizontal_spacing=0.07,
     )
     fig.add_trace(
         go.Scatter(
-            x=curves.get("step", []),
-            y=curves.get("train_loss", []),
+            x=curves.step,
+            y=curves.train_loss,
             mode="lines",
             name="training loss (per batch)",
             line={"color": MUTED, "width": 1},
@@ -280,12 +279,12 @@ def fit_curves_figure(
         col=1,
     )
     measured_x, measured_y = _loss_panel(fig, fit, ALONE, col=2)
-    if kr:
+    if kr is not None:
         measured_y = measured_y + _draw_offset_free(fig, kr, col=2)
     fig.add_trace(
         go.Scatter(
-            x=curves.get("step", []),
-            y=curves.get("train_acc", []),
+            x=curves.step,
+            y=curves.train_acc,
             mode="lines",
             name="training accuracy (per batch)",
             line={"color": MUTED, "width": 1},
@@ -295,12 +294,12 @@ def fit_curves_figure(
         col=3,
     )
     _accuracy_panel(fig, fit, ALONE, col=3)
-    base = fit.get("baseline_test_acc")
+    base = fit.baseline_test_acc
     if base is not None and not (isinstance(base, float) and math.isnan(base)):
         # Named in the legend, not written on the plot (a label there sat on the accuracy curve).
-        steps_seen = [*curves.get("eval_step", []), *curves.get("step", [])]
+        steps_seen = [*curves.eval_step, *curves.step]
         x_end = max(steps_seen) if steps_seen else 1
-        trained = "trained alone" in (fit.get("baseline_note") or "")  # a learned read-out
+        trained = "trained alone" in fit.baseline_note  # a learned read-out
         what_base = "the read-out trained alone" if trained else "nothing trained"
         fig.add_trace(
             go.Scatter(
@@ -316,19 +315,19 @@ def fit_curves_figure(
         )
     _panel_axes(fig, measured_y, loss_col=2, acc_col=3)
     fig.update_xaxes(title="step")
-    if kernel is None and not kr:
+    if kernel is None and kr is None:
         note = "No NTK prediction: transform 'none' has no parameters to take a kernel over."
-    elif kr:
+    elif kr is not None:
         note = kernel_regime_caption(kr)
     else:
         note = practical_regime_note(cfg)
-    stopped = fit.get("stopped")
+    stopped = fit.stopped
     if stopped:
         note = f"STOPPED EARLY (the fit diverged or broke off): {stopped}  " + note
     lines = wrap(note)
-    legend_rows = 22 if kr else 0  # the prediction's legend entry adds a row
+    legend_rows = 22 if kr is not None else 0  # the prediction's legend entry adds a row
     height, bottom = 560, 120 + legend_rows + 15 * (lines.count("<br>") + 1)
-    if kr:  # the offset-free curves add a legend row, the longer caption its lines
+    if kr is not None:  # the offset-free curves add a legend row, the longer caption its lines
         legend_rows += 22
         bottom += 22
         height = 340 + bottom
@@ -341,24 +340,27 @@ def fit_curves_figure(
         )
     fig.update_yaxes(title="squared loss, N kernel samples", row=1, col=2)
     subtitle = (
-        f"{TRANSFORM_NAMES.get(str(fit.get('transform')), fit.get('transform'))} · "
-        f"{fmt(fit.get('n_params_transform'))} trainable parameters · optimizer "
-        f"{cfg.get('optimizer')}, loss {cfg.get('loss')}, {cfg.get('steps')} steps · "
-        f"target test accuracy {pct(fit.get('initial_test_acc'))} → "
-        f"{pct(fit.get('target_test_acc'))}"
+        f"{TRANSFORM_NAMES.get(fit.transform, fit.transform)} · "
+        f"{fmt(fit.n_params_transform)} trainable parameters · optimizer "
+        f"{cfg.optimizer}, loss {cfg.loss}, {cfg.steps} steps · "
+        f"target test accuracy {pct(fit.initial_test_acc)} → "
+        f"{pct(fit.target_test_acc)}"
     )
     fig.update_layout(title=title_layout("Reprogramming fit: only θ is trained", subtitle, weights))
     return base_layout(fig, height, bottom=bottom, weights=weights)
 
 
 def curves_overlay_figure(
-    fits: Sequence[Result | None], kernels: Sequence[Result | None], labels: Sequence[str]
+    fits: Sequence[FitResult | None],
+    kernels: Sequence[KernelResult | None],
+    labels: Sequence[str],
 ) -> go.Figure:
     """Several fits: measured kernel-sample loss (solid) and test accuracy, one colour per
-    config. A fit in the kernel regime also gets its NTK prediction (dashed) up to the step where
-    it stops agreeing with the measured loss, and a dotted marker where they part; a practical
-    fit gets none. The loss axis follows the measured values only."""
-    any_kr = any((f or {}).get("kernel_regime") for f in fits)
+    config (a None fit is left out). A fit in the kernel regime also gets its NTK prediction
+    (dashed) up to the step where it stops agreeing with the measured loss, and a dotted marker
+    where they part; a practical fit gets none. The loss axis follows the measured values
+    only."""
+    any_kr = any(f is not None and f.kernel_regime is not None for f in fits)
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -373,11 +375,11 @@ def curves_overlay_figure(
     measured_all: list[float] = []
     cross_entropy: list[str] = []
     for i, (fit, _kernel, label) in enumerate(zip(fits, kernels, labels)):
-        if not fit:
+        if fit is None:
             continue
-        if fit.get("weights") == "random":
+        if fit.weights == "random":
             random_in.append(label.split(":", 1)[0].strip() or label)
-        if (fit.get("config") or {}).get("loss") == "ce":
+        if fit.config.loss == "ce":
             cross_entropy.append(label)
         look = _overlaid(label, PALETTE[i % len(PALETTE)])
         measured_all += _loss_panel(fig, fit, look, col=1)[1]
@@ -385,7 +387,7 @@ def curves_overlay_figure(
     _panel_axes(fig, measured_all, loss_col=1, acc_col=2)
     fig.update_xaxes(title="step")
     weights = "random" if random_in else None
-    partly = random_in if len(random_in) < sum(1 for f in fits if f) else []
+    partly = random_in if len(random_in) < sum(1 for f in fits if f is not None) else []
     fig.update_layout(
         title=title_layout(
             "Reprogramming fits, overlaid",

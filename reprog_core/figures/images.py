@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reprog_core.figures.theme import TOP_PX, TRANSFORM_NAMES, Result, title_layout
+from reprog_core.figures.theme import TOP_PX, TRANSFORM_NAMES, title_layout
+from reprog_core.results import FitResult
 
 
 def image_to_uint8(image: Any) -> np.ndarray:
@@ -27,16 +28,16 @@ def image_to_uint8(image: Any) -> np.ndarray:
 
 
 def transform_examples_figure(
-    fit: Result, max_examples: int = 6, weights: str | None = None
+    fit: FitResult, max_examples: int = 6, weights: str | None = None
 ) -> go.Figure:
     """Target images before and after a_θ, and the learned prompt.
 
     Top row: the target image resized to the source size; bottom row: what the frozen source model
     actually sees after the transformation; right: the prompt itself (vp, vp-full, vp-fc).
     """
-    before = list(fit.get("examples_before") or [])[:max_examples]
-    after = list(fit.get("examples_after") or [])[:max_examples]
-    prompt = fit.get("prompt")
+    before = list(fit.examples_before)[:max_examples]
+    after = list(fit.examples_after)[:max_examples]
+    prompt = fit.prompt
     n = max(len(before), len(after), 1)
     cols = n + (1 if prompt is not None else 0)
     specs: list[list[dict[str, Any] | None]] = [[{} for _ in range(cols)] for _ in range(2)]
@@ -62,8 +63,8 @@ def transform_examples_figure(
         fig.add_trace(go.Image(z=image_to_uint8(prompt), hoverinfo="skip"), row=1, col=cols)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    what = TRANSFORM_NAMES.get(str(fit.get("transform")), str(fit.get("transform")))
-    weights = weights if weights is not None else fit.get("weights")
+    what = TRANSFORM_NAMES.get(fit.transform, fit.transform)
+    weights = weights if weights is not None else fit.weights
     fig.update_layout(
         title=title_layout(
             "What the frozen source model sees",

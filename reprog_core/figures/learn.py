@@ -3,14 +3,19 @@ spectral prediction, and the empirical NTK approaching the infinite-width kernel
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reprog_core.figures.theme import INK, MUTED, PALETTE, PREDICTION_COLOR, Result, log_ticks
+from reprog_core.figures.theme import INK, MUTED, PALETTE, PREDICTION_COLOR, log_ticks
+
+Demo = Mapping[str, Any]  # a demonstration's computed values (plain, never stored)
 
 
-def convergence_demo_figure(demo: Result) -> go.Figure:
+def convergence_demo_figure(demo: Demo) -> go.Figure:
     """``reprog_core.demos.spectrum_convergence`` output: the kernel's eigenvalues, and the loss of
     real gradient descent against the spectral prediction, split by eigen-direction."""
     fig = make_subplots(
@@ -82,7 +87,7 @@ def convergence_demo_figure(demo: Result) -> go.Figure:
     return fig
 
 
-def width_demo_figure(demo: Result) -> go.Figure:
+def width_demo_figure(demo: Demo) -> go.Figure:
     """``reprog_core.demos.ntk_width_convergence`` output: Θ(x₀, x(γ)) along a circle of inputs,
     empirical at each width against the analytic infinite-width kernel, and the error vs width."""
     fig = make_subplots(

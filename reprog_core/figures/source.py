@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from reprog_core.figures.theme import Result, duration, fmt, pct
+from reprog_core.config import ExperimentConfig
+from reprog_core.figures.theme import duration, fmt, pct
+from reprog_core.results import SourceResult
 
 _EFFNET = "efficientnet-lite0"
 
 
-def weights_description(weights: str | None, config: Mapping[str, Any] | None = None) -> str:
-    """How the source model's weights came to be, in words."""
-    cfg = config or {}
-    src = cfg.get("source_data", "the source data")
-    family = cfg.get("source_family")
+def weights_description(weights: str | None, config: ExperimentConfig | None = None) -> str:
+    """How the source model's weights came to be, in words (``weights``: the weights label)."""
+    src = config.source_data if config is not None else "the source data"
+    family = config.source_family if config is not None else None
     if family == _EFFNET:
         if weights == "random":
             return (
@@ -24,7 +22,7 @@ def weights_description(weights: str | None, config: Mapping[str, Any] | None = 
         return "EfficientNet-Lite0 trained on ImageNet-1k (weights from its package), frozen"
     if weights in (None, "none"):
         return f"pixel model, trained from scratch on {src} (no pretrained part)"
-    backbone = cfg.get("backbone", "CLIP")
+    backbone = config.backbone if config is not None else "CLIP"
     what = "EfficientNet-Lite0 encoder" if backbone == _EFFNET else f"CLIP tower {backbone}"
     if weights == "random":
         init = "BatchNorm statistics as initialised" if backbone == _EFFNET else "open_clip init"
@@ -36,59 +34,58 @@ def weights_description(weights: str | None, config: Mapping[str, Any] | None = 
     return f"{what} with {label}, frozen; its CNN head trained on {src}"
 
 
-def _architecture(config: Mapping[str, Any]) -> str:
-    fam, depth = config.get("source_family"), config.get("depth")
+def _architecture(config: ExperimentConfig) -> str:
+    fam, depth = config.source_family, config.depth
     if fam == _EFFNET:
         return "EfficientNet-Lite0, the whole ImageNet classifier (1000 classes, 4.65 M parameters)"
     if fam == "clip-cnn":
-        enc = config.get("backbone")
+        enc = config.backbone
         what = "EfficientNet-Lite0 (its stride-16 feature map)" if enc == _EFFNET else f"{enc}"
         return f"frozen encoder {what} + trainable CNN head of depth {depth}"
     return {
-        "cnn": f"pixel CNN, depth {depth} (3×3 conv + ReLU blocks), width {config.get('width')}",
-        "mlp": f"pixel MLP, depth {depth}, width {config.get('width')}",
-    }.get(str(fam), str(fam))
+        "cnn": f"pixel CNN, depth {depth} (3×3 conv + ReLU blocks), width {config.width}",
+        "mlp": f"pixel MLP, depth {depth}, width {config.width}",
+    }.get(fam, fam)
 
 
-def source_card_rows(source: Result, config: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The source model card as (property, value) rows."""
-    s = config.get("source_size")
+def source_card_rows(source: SourceResult, config: ExperimentConfig) -> list[dict[str, str]]:
+    """The source model card as (property, value) rows. ``config``: the experiment's config
+    (``ExperimentRecord.config``; not ``source.config``, which holds only the source fields)."""
+    s = config.source_size
     rows = [
         ("model", _architecture(config)),
-        ("weights", weights_description(source.get("weights"), config)),
+        ("weights", weights_description(source.weights, config)),
     ]
-    if config.get("source_family") == _EFFNET:
-        native = source.get("native_test_acc")
+    if config.source_family == _EFFNET:
+        native = source.native_test_acc
         rows += [
             ("source input", f"{s}×{s} (the network is fully convolutional: it runs at this size)"),
             (
                 "source accuracy",
-                f"top-1 {pct(source.get('source_test_acc'))} at {s}×{s} · "
-                f"{pct(native)} at 224×224, on {source.get('evaluated_on') or '—'}",
+                f"top-1 {pct(source.source_test_acc)} at {s}×{s} · "
+                f"{pct(native)} at 224×224, on {source.evaluated_on or '—'}",
             ),
-            ("parameters", f"{fmt(source.get('n_params_frozen'))} frozen, none trained here"),
+            ("parameters", f"{fmt(source.n_params_frozen)} frozen, none trained here"),
         ]
         return [{"property": a, "value": b} for a, b in rows]
     rows += [
         (
             "source data",
-            f"{config.get('source_data')} at {s}×{s}, {config.get('source_per_class')} images "
-            "per class",
+            f"{config.source_data} at {s}×{s}, {config.source_per_class} images per class",
         ),
         (
             "source accuracy",
-            f"test {pct(source.get('source_test_acc'))} · "
-            f"train {pct(source.get('source_train_acc'))}",
+            f"test {pct(source.source_test_acc)} · train {pct(source.source_train_acc)}",
         ),
         (
             "parameters",
-            f"{fmt(source.get('n_params_trainable'))} trained · "
-            f"{fmt(source.get('n_params_frozen'))} frozen encoder",
+            f"{fmt(source.n_params_trainable)} trained · "
+            f"{fmt(source.n_params_frozen)} frozen encoder",
         ),
         (
             "training",
-            f"{source.get('epochs_run')} of at most {config.get('source_epochs')} epochs, "
-            f"{duration(source.get('seconds'))}",
+            f"{source.epochs_run} of at most {config.source_epochs} epochs, "
+            f"{duration(source.seconds)}",
         ),
     ]
     return [{"property": a, "value": b} for a, b in rows]

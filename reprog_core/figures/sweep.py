@@ -6,7 +6,8 @@ line through the mean, error bars spanning the min..max range over seeds, and ea
 dot. They wear the house style (``theme``): its colours and names, its title, and its
 random-weights marks when any row was computed with a randomly initialised backbone.
 
-``rows``: ``pipeline.sweep_row`` dicts (as in ``results.json``; None stands for NaN).
+``rows``: a table, ``ExperimentRecord.sweep_row`` dicts (as in ``results.json``; None stands for
+NaN). Rows stay dicts: they are also read back from saved sweep files.
 """
 
 from __future__ import annotations
@@ -42,21 +43,20 @@ TOP = 100  # room above the plot: title and a one-line subtitle
 
 
 def _weights(rows: Sequence[Row]) -> str | None:
-    return "random" if any(r.get("weights") == "random" for r in rows) else None
+    return "random" if any(row.get("weights") == "random" for row in rows) else None
 
 
 def _subtitle(rows: Sequence[Row], extra: str = "") -> str:
     if not rows:
         return "no points"
-    r = rows[0]
-    seeds = sorted({r2["seed"] for r2 in rows})
-    backbone = f" ({r.get('backbone')})" if r.get("source_family") == "clip-cnn" else ""
-    source = (
-        "ImageNet" if r.get("source_family") == "efficientnet-lite0" else f"{r.get('source_data')}"
-    )
+    row = rows[0]
+    seeds = sorted({each["seed"] for each in rows})
+    family = row.get("source_family")
+    backbone = f" ({row.get('backbone')})" if family == "clip-cnn" else ""
+    source = "ImageNet" if family == "efficientnet-lite0" else f"{row.get('source_data')}"
     text = (
-        f"{r.get('source_family')}{backbone} on {source} → {r.get('target')} · "
-        f"{r.get('steps')} fit steps · seeds {', '.join(map(str, seeds))}"
+        f"{family}{backbone} on {source} → {row.get('target')} · "
+        f"{row.get('steps')} fit steps · seeds {', '.join(map(str, seeds))}"
     )
     return f"{text} · {extra}" if extra else text
 
@@ -111,12 +111,12 @@ def _mean_trace(series: list[tuple[int, Spread]], name: str, color: str, **kw: A
 
 def _seed_dots(rows: Sequence[Row], metric: str, name: str, color: str, **kw: Any) -> go.Scatter:
     return go.Scatter(
-        x=[r["depth"] for r in rows],
-        y=[num(r.get(metric)) for r in rows],
+        x=[row["depth"] for row in rows],
+        y=[num(row.get(metric)) for row in rows],
         mode="markers",
         name=f"{name} (single seeds)",
         marker={"color": color, "size": 5, "opacity": 0.35},
-        text=[f"seed {r['seed']}" for r in rows],
+        text=[f"seed {row['seed']}" for row in rows],
         hovertemplate=f"{name}, %{{text}}<br>depth %{{x}}: %{{y:.4g}}<extra></extra>",
         showlegend=False,
         **kw,
@@ -142,7 +142,7 @@ def target_accuracy_figure(rows: Sequence[Row], baseline: bool = True) -> go.Fig
     fig = go.Figure()
     for t in ordered_transforms(rows):
         color = TRANSFORM_COLORS.get(t, MUTED)
-        pts = [r for r in rows if r["transform"] == t]
+        pts = [row for row in rows if row["transform"] == t]
         fig.add_trace(_mean_trace(by_depth(rows, "target_test_acc", t), t, color, legendgroup=t))
         fig.add_trace(_seed_dots(pts, "target_test_acc", t, color, legendgroup=t))
     if baseline and rows:
@@ -170,7 +170,7 @@ def spectrum_depth_figure(rows: Sequence[Row]) -> go.Figure:
     )
     for t in ordered_transforms(rows):
         color = TRANSFORM_COLORS.get(t, MUTED)
-        pts = [r for r in rows if r["transform"] == t]
+        pts = [row for row in rows if row["transform"] == t]
         for col, metric in ((1, "lambda_min"), (2, "effective_rank")):
             series = by_depth(rows, metric, t)
             fig.add_trace(
@@ -193,8 +193,8 @@ def stat_accuracy_figure(
     fig = go.Figure()
     parts = []
     for t in ordered_transforms(rows):
-        pts = [r for r in rows if r["transform"] == t]
-        xs, ys = [num(r.get(stat)) for r in pts], [num(r.get(accuracy)) for r in pts]
+        pts = [row for row in rows if row["transform"] == t]
+        xs, ys = [num(row.get(stat)) for row in pts], [num(row.get(accuracy)) for row in pts]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -202,13 +202,15 @@ def stat_accuracy_figure(
                 mode="markers",
                 name=t,
                 marker={"size": 9, "color": TRANSFORM_COLORS.get(t, MUTED), "opacity": 0.85},
-                text=[f"L={r['depth']}, seed {r['seed']}" for r in pts],
+                text=[f"L={row['depth']}, seed {row['seed']}" for row in pts],
                 hovertemplate=f"{t}, %{{text}}<br>{stat} = %{{x:.4g}}<br>accuracy = "
                 "%{y:.1%}<extra></extra>",
             )
         )
         parts.append(f"{t}: {_rho_text(xs, ys)}")
-    everything = _rho_text([num(r.get(stat)) for r in rows], [num(r.get(accuracy)) for r in rows])
+    everything = _rho_text(
+        [num(row.get(stat)) for row in rows], [num(row.get(accuracy)) for row in rows]
+    )
     if log:
         fig.update_xaxes(type="log", exponentformat="power")
     fig.update_xaxes(title=f"{label} — {better} is better in theory")

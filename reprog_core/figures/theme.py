@@ -9,15 +9,15 @@ must never be mistaken for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from reprog_core import transforms
+from reprog_core.config import ExperimentConfig
 
-Result = Mapping[str, Any]
 TOP_PX = 115  # room above the plot area: title, a two-line subtitle, subplot titles
 
 # One colour and one name per transform, so that every page draws vp / fc / ... alike.
@@ -87,9 +87,9 @@ def weights_note(weights: str | None) -> str | None:
     return None
 
 
-def random_weights_text(config: Mapping[str, Any]) -> str:
+def random_weights_text(config: ExperimentConfig) -> str:
     """What 'random weights' means for this config, in one paragraph (markdown)."""
-    family, backbone = config.get("source_family"), config.get("backbone")
+    family, backbone = config.source_family, config.backbone
     model = family if family == "efficientnet-lite0" else backbone
     if model == "efficientnet-lite0":
         return (

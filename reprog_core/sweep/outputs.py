@@ -72,16 +72,16 @@ def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(cols)
 
 
-def write_results(record: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[str, Path]:
+def write_results(sweep: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``results.json`` and ``results.csv`` into folder ``out`` (created), each file
     atomically, so a reader (the dashboard) never sees half a file. Returns their paths."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_safe(dict(record)), indent=1, allow_nan=False, default=str)
+    text = json.dumps(json_safe(dict(sweep)), indent=1, allow_nan=False, default=str)
     paths = {"json": folder / RESULTS_JSON, "csv": folder / RESULTS_CSV}
     _atomic_write_text(paths["json"], text + "\n")
-    rows = record.get("rows") or []
-    cols = list(record.get("columns") or columns_of(rows))
+    rows = sweep.get("rows") or []
+    cols = list(sweep.get("columns") or columns_of(rows))
     _atomic_write_text(paths["csv"], _csv_text(rows, cols))
     return paths
 
@@ -131,19 +131,19 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"no sweep results at {p} (expected a {RESULTS_JSON} file)")
     try:
-        record = json.loads(p.read_text(encoding="utf-8"))
+        sweep = json.loads(p.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ValueError(f"{p} is not valid JSON: {exc}") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(sweep, dict) or sweep.get("format") != FORMAT:
         raise ValueError(f'{p} is not a sweep results file (no "format": "{FORMAT}")')
-    version = record.get("format_version")
+    version = sweep.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
             f"{p} has format_version {version!r}; this code reads up to {FORMAT_VERSION}"
         )
-    record["rows"] = [
+    sweep["rows"] = [
         {k: (math.nan if v is None and k not in TEXT_COLUMNS else v) for k, v in r.items()}
-        for r in record.get("rows") or []
+        for r in sweep.get("rows") or []
     ]
-    record["path"] = str(p.parent)
-    return record
+    sweep["path"] = str(p.parent)
+    return sweep

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reprog_core.analysis import ALPHA, DEFAULT_STATS, correlations, paper_claims, summarise
+from reprog_core.config import ExperimentConfig
 from reprog_core.figures import sweep as sweep_figures
 from reprog_core.figures.source import weights_description
 from reprog_core.figures.spectrum import SPECTRAL_STATS
@@ -56,13 +57,12 @@ def _rho_cell(c: Any) -> str:
     return f"ρ = {fmt(c.rho, 2)} (p = {fmt(c.p, 2)}, n = {c.n})"
 
 
-def _family(cfg: Mapping[str, Any]) -> str:
-    if cfg.get("source_family") == "clip-cnn":
-        backbone, width = cfg.get("backbone"), cfg.get("width")
-        return f"clip-cnn: frozen encoder {backbone} + CNN head (width {width})"
-    if cfg.get("source_family") == "efficientnet-lite0":
+def _family(cfg: ExperimentConfig) -> str:
+    if cfg.source_family == "clip-cnn":
+        return f"clip-cnn: frozen encoder {cfg.backbone} + CNN head (width {cfg.width})"
+    if cfg.source_family == "efficientnet-lite0":
         return "efficientnet-lite0: the whole ImageNet classifier, used as it is"
-    return f"{cfg.get('source_family')} on pixels (width {cfg.get('width')})"
+    return f"{cfg.source_family} on pixels (width {cfg.width})"
 
 
 def _join(values: Any) -> str:
@@ -121,15 +121,16 @@ SUMMARY_HEAD = [
 ]
 
 
-def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
-    """The report page for a sweep record (as written to ``results.json``); ``stat`` is the
-    spectral statistic drawn against target accuracy."""
+def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
+    """The report page for a sweep record (as written to ``results.json``: its grid's base
+    config, its table of rows, its points); ``stat`` is the spectral statistic drawn against
+    target accuracy."""
     import plotly.offline
 
-    rows: list[Mapping[str, Any]] = list(record.get("rows") or [])
-    cfg: Mapping[str, Any] = record.get("config") or {}
-    grid: Mapping[str, Any] = record.get("grid") or {}
-    weights = record.get("weights")
+    rows: list[Mapping[str, Any]] = list(sweep.get("rows") or [])
+    cfg = ExperimentConfig.for_lookup(sweep["config"])  # the grid's base config
+    grid: Mapping[str, Any] = sweep.get("grid") or {}
+    weights = sweep.get("weights")
     figs = [
         sweep_figures.source_accuracy_figure(rows),
         sweep_figures.target_accuracy_figure(rows),
@@ -143,27 +144,23 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
 
     parts = [
         "<h1>Depth sweep</h1>",
-        f"<p class=muted>{_e(record.get('created', ''))} · executor {_e(record.get('executor'))}"
-        f" · {_e(grid.get('n_points'))} points · format {_e(record.get('format'))}/"
-        f"{_e(record.get('format_version'))}</p>",
+        f"<p class=muted>{_e(sweep.get('created', ''))} · executor {_e(sweep.get('executor'))}"
+        f" · {_e(grid.get('n_points'))} points · format {_e(sweep.get('format'))}/"
+        f"{_e(sweep.get('format_version'))}</p>",
     ]
     if weights == "random":
-        model = (
-            cfg.get("source_family")
-            if cfg.get("source_family") == "efficientnet-lite0"
-            else cfg.get("backbone")
-        )
+        model = cfg.source_family if cfg.source_family == "efficientnet-lite0" else cfg.backbone
         parts.append(
             f"<div class=random>⚠ The pretrained part ({_e(model)}) has RANDOM weights: it was "
             "not pretrained. These numbers describe the architecture knowing nothing, the "
             "control for a pretrained model.</div>"
         )
-    if not record.get("finished", True):
+    if not sweep.get("finished", True):
         parts.append(
             "<p class=warn>This sweep did not finish (interrupted): only the points computed "
             "so far are shown. Running the same command again resumes it.</p>"
         )
-    failed = [p for p in record.get("points") or [] if p.get("error")]
+    failed = [p for p in sweep.get("points") or [] if p.get("error")]
     if failed:
         parts.append(f"<p class=warn>{len(failed)} point(s) failed; see the points table.</p>")
     parts.append("<h2>What was run</h2>")
@@ -175,9 +172,9 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
                 ["source family", _family(cfg)],
                 [
                     "pair",
-                    f"ImageNet → {cfg.get('target')}"
-                    if cfg.get("source_family") == "efficientnet-lite0"
-                    else f"{cfg.get('source_data')} → {cfg.get('target')}",
+                    f"ImageNet → {cfg.target}"
+                    if cfg.source_family == "efficientnet-lite0"
+                    else f"{cfg.source_data} → {cfg.target}",
                 ],
                 ["preset", grid.get("preset") or "custom"],
                 ["depths", _join(grid.get("depths"))],
@@ -185,18 +182,17 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
                 ["seeds", _join(grid.get("seeds"))],
                 [
                     "fit",
-                    f"{cfg.get('steps')} steps, {cfg.get('optimizer')}, loss {cfg.get('loss')},"
-                    f" mapping {cfg.get('mapping')}, lr {cfg.get('lr')} (0 = default)",
+                    f"{cfg.steps} steps, {cfg.optimizer}, loss {cfg.loss},"
+                    f" mapping {cfg.mapping}, lr {cfg.lr} (0 = default)",
                 ],
                 [
                     "kernel",
-                    f"target NTK w.r.t. θ at θ_0, {cfg.get('kernel_form')} form, "
-                    f"N = {cfg.get('n_kernel')}",
+                    f"target NTK w.r.t. θ at θ_0, {cfg.kernel_form} form, N = {cfg.n_kernel}",
                 ],
-                ["command", record.get("command") or "—"],
-                ["machine", _kv(record.get("machine"))],
-                ["versions", _kv(record.get("versions"))],
-                ["elapsed", f"{fmt(record.get('elapsed_s'), 4)} s"],
+                ["command", sweep.get("command") or "—"],
+                ["machine", _kv(sweep.get("machine"))],
+                ["versions", _kv(sweep.get("versions"))],
+                ["elapsed", f"{fmt(sweep.get('elapsed_s'), 4)} s"],
             ],
             left=2,
         )
@@ -238,23 +234,23 @@ def build_report(record: Mapping[str, Any], stat: str = "lambda_min") -> str:
     )
     parts.append(_table(SUMMARY_HEAD, summary_table_rows(rows), left=1))
     parts.append("<h2>Every point</h2>")
-    by_key = {r.get("key"): r for r in rows}
+    row_of_point = {row.get("key"): row for row in rows}
     body = []
-    for p in record.get("points") or []:
-        r = by_key.get(p.get("key"), {})
+    for p in sweep.get("points") or []:
+        row = row_of_point.get(p.get("key"), {})
         body.append(
             [
                 p.get("depth"),
                 p.get("transform"),
                 p.get("seed"),
                 p.get("cache") or "failed",
-                pct(r.get("source_test_acc")),
-                pct(r.get("target_test_acc")),
-                fmt(r.get("lambda_min"), 3),
-                fmt(r.get("effective_rank"), 3),
-                fmt(r.get("alignment"), 3),
+                pct(row.get("source_test_acc")),
+                pct(row.get("target_test_acc")),
+                fmt(row.get("lambda_min"), 3),
+                fmt(row.get("effective_rank"), 3),
+                fmt(row.get("alignment"), 3),
                 fmt(p.get("seconds"), 3),
-                p.get("error") or r.get("stopped") or "",
+                p.get("error") or row.get("stopped") or "",
             ]
         )
     parts.append(

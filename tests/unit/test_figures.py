@@ -8,6 +8,7 @@ import ast
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,9 +21,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dashboard import downloads, state  # noqa: E402
-from reprog_core import demos, figures, pipeline  # noqa: E402
-from reprog_core.config import ExperimentConfig  # noqa: E402
+from reprog_core import demos, figures, transforms  # noqa: E402
+from reprog_core.config import SOURCE_FIELDS, ExperimentConfig  # noqa: E402
 from reprog_core.results import (  # noqa: E402
+    Dynamics,
     ExperimentRecord,
     FitCurves,
     FitResult,
@@ -45,10 +47,10 @@ def fake_explore(
     depth: int = 3,
     rank: int | None = None,
     stopped: str = "",
-) -> dict:
-    """An explore result with the shapes pipeline.run_explore returns (small, deterministic), built
-    through the typed records; ``tests/integration/test_figures.py`` checks its shape against a
-    record the real pipeline computed."""
+) -> ExperimentRecord:
+    """An explore record like those pipeline.run_explore computes (small, deterministic), as the
+    pages, figures and cautions read it; ``tests/integration/test_figures.py`` checks its stored
+    shape against a record the real pipeline computed."""
     # The pixel pair (weights 'none'), or clip-cnn on the open_clip tower with ``weights``.
     model = PIXEL if weights == "none" else {**PIXEL, "source_family": "clip-cnn", **CLIP_TOWER}
     cfg = ExperimentConfig(
@@ -60,7 +62,7 @@ def fake_explore(
         depth=depth,
         steps=20,
         eval_every=5,
-    ).to_dict()
+    )
     c = 10
     size = n if kernel_form == "trace" else n * c
     rank = size - 3 if rank is None else rank
@@ -106,7 +108,7 @@ def fake_explore(
         mapping=list(range(10)),
         examples_before=[img] * 3,
         examples_after=[img] * 3,
-        prompt=img if transform in ("vp", "vp-full", "vp-fc") else None,
+        prompt=img if transforms.SPECS[transform].prompt else None,
         seconds=1.0,
         stopped=stopped,
     )
@@ -121,15 +123,18 @@ def fake_explore(
         n_params=720,
         stats=SpectrumStats(**stats),
         seconds=0.1,
-        dynamics={
-            "step": list(range(0, 21)),
-            "loss": [0.5 * 0.9**t for t in range(21)],
-            "note": "linearised prediction",
-        },
+        dynamics=Dynamics(
+            step=list(range(0, 21)),
+            loss=[0.5 * 0.9**t for t in range(21)],
+            loss_flow=[0.5 * math.exp(-0.1 * t) for t in range(21)],
+            lr=0.05,
+            lr_lambda_max_over_n=0.1,
+            note="linearised prediction",
+        ),
     )
     source = SourceResult(
         key="source-abc",
-        config=cfg,
+        config={k: getattr(cfg, k) for k in SOURCE_FIELDS},
         weights=weights,
         source_train_acc=0.9,
         source_test_acc=0.8,
@@ -138,7 +143,7 @@ def fake_explore(
         epochs_run=1,
         seconds=2.0,
     )
-    record = ExperimentRecord(
+    return ExperimentRecord(
         config=cfg,
         versions={"reprog_core": "0.1.0", "torch": "2.13.0"},
         weights=weights,
@@ -146,14 +151,13 @@ def fake_explore(
         fit=fit,
         kernel=None if transform == "none" else kernel,
     )
-    return {**record.to_dict(), "cache": "hit", "key": "explore-x"}
 
 
 # --------------------------------------------------------------------------- spectrum
 @pytest.mark.parametrize("form", ["trace", "full"])
 def test_spectrum_names_form_n_and_wrt(form: str) -> None:
     res = fake_explore(kernel_form=form)
-    fig = figures.spectrum_figure(res["kernel"], res["weights"])
+    fig = figures.spectrum_figure(res.kernel, res.weights)
     text = _texts(fig)
     assert f"{form} form" in text
     assert "N = 16" in text
@@ -164,7 +168,7 @@ def test_spectrum_names_form_n_and_wrt(form: str) -> None:
 
 def test_spectrum_marks_lambda_min_rank_and_zero_eigenvalues() -> None:
     res = fake_explore(rank=10)
-    fig = figures.spectrum_figure(res["kernel"])
+    fig = figures.spectrum_figure(res.kernel)
     text = _texts(fig)
     assert "λ_min =" in text and "rank = 10 of 16" in text and "tolerance" in text
     main, zeros = fig.data[0], fig.data[1]
@@ -176,26 +180,26 @@ def test_spectrum_marks_lambda_min_rank_and_zero_eigenvalues() -> None:
 def test_random_weights_are_never_silent() -> None:
     res = fake_explore(weights="random")
     for fig in (
-        figures.spectrum_figure(res["kernel"], res["weights"]),
-        figures.fit_curves_figure(res["fit"], res["kernel"], res["weights"]),
-        figures.spectra_overlay_figure([res["kernel"]], ["A"]),
-        figures.curves_overlay_figure([res["fit"]], [res["kernel"]], ["A"]),
+        figures.spectrum_figure(res.kernel, res.weights),
+        figures.fit_curves_figure(res.fit, res.kernel, res.weights),
+        figures.spectra_overlay_figure([res.kernel], ["A"]),
+        figures.curves_overlay_figure([res.fit], [res.kernel], ["A"]),
     ):
         assert "RANDOM" in fig.layout.title.text
         assert any("RANDOM" in (a.text or "") for a in fig.layout.annotations)
-    rows = figures.source_card_rows(res["source"], res["config"])
+    rows = figures.source_card_rows(res.source, res.config)
     assert "RANDOM" in rows[1]["value"]
 
 
 def test_pretrained_weights_are_named_not_flagged() -> None:
     res = fake_explore(weights="openai")
-    fig = figures.spectrum_figure(res["kernel"], res["weights"])
+    fig = figures.spectrum_figure(res.kernel, res.weights)
     assert "RANDOM" not in _texts(fig)
-    assert "'openai'" in figures.source_card_rows(res["source"], res["config"])[1]["value"]
+    assert "'openai'" in figures.source_card_rows(res.source, res.config)[1]["value"]
 
 
 def test_stats_rows_cover_the_statistics() -> None:
-    rows = figures.spectrum_stats_rows(fake_explore()["kernel"])
+    rows = figures.spectrum_stats_rows(fake_explore().kernel)
     names = [r["statistic"] for r in rows]
     for want in (
         "λ_max",
@@ -214,20 +218,20 @@ def test_stats_rows_cover_the_statistics() -> None:
 # --------------------------------------------------------------------------- fit curves
 def test_fit_curves_show_an_early_stop() -> None:
     res = fake_explore(stopped="loss became nan at step 7")
-    text = _texts(figures.fit_curves_figure(res["fit"], res["kernel"]))
+    text = _texts(figures.fit_curves_figure(res.fit, res.kernel))
     assert "STOPPED EARLY" in text and "step 7" in text
 
 
 def test_transform_none_has_no_kernel_and_still_draws() -> None:
     res = fake_explore(transform="none")
-    fig = figures.fit_curves_figure(res["fit"], res["kernel"])
+    fig = figures.fit_curves_figure(res.fit, res.kernel)
     assert "No NTK prediction" in _texts(fig)
-    img = figures.transform_examples_figure(res["fit"])
+    img = figures.transform_examples_figure(res.fit)
     assert sum(isinstance(t, go.Image) for t in img.data) == 6  # no prompt for 'none'
 
 
 def test_transform_examples_include_the_prompt() -> None:
-    fig = figures.transform_examples_figure(fake_explore()["fit"])
+    fig = figures.transform_examples_figure(fake_explore().fit)
     assert sum(isinstance(t, go.Image) for t in fig.data) == 7
     assert "learned prompt" in [a.text for a in fig.layout.annotations]
 
@@ -241,14 +245,14 @@ def test_image_to_uint8_layout_and_range() -> None:
 # --------------------------------------------------------------------------- compare / sweep
 def test_overlays_label_each_config() -> None:
     a, b = fake_explore(), fake_explore(kernel_form="full", transform="fc")
-    fig = figures.spectra_overlay_figure([a["kernel"], b["kernel"]], ["A", "B"])
+    fig = figures.spectra_overlay_figure([a.kernel, b.kernel], ["A", "B"])
     text = _texts(fig)
     assert "A · trace form, N = 16" in text and "B · full form, N = 16" in text
-    fig = figures.curves_overlay_figure([a["fit"], None], [a["kernel"], None], ["A", "B"])
+    fig = figures.curves_overlay_figure([a.fit, None], [a.kernel, None], ["A", "B"])
     assert [t.name for t in fig.data if t.showlegend is not False] == ["A"]
     # A cross-entropy fit's squared loss may rise while it learns: the overlay says so, for A only.
     assert "A trained on cross-entropy" in _texts(fig) and "can rise" in _texts(fig)
-    kernel_fit = fake_explore(optimizer="sgd", loss="mse")["fit"]
+    kernel_fit = fake_explore(optimizer="sgd", loss="mse").fit
     quiet = figures.curves_overlay_figure([kernel_fit], [None], ["A"])
     assert "cross-entropy" not in _texts(quiet)
 
@@ -257,11 +261,11 @@ def sweep_rows() -> list[dict]:
     rows = []
     for t in ("vp", "fc"):
         for d in range(1, 7):
-            r = fake_explore(transform=t, depth=d)
-            r["source"]["source_test_acc"] = 0.5 + 0.05 * d
-            r["fit"]["target_test_acc"] = 0.3 + 0.04 * d + (0.1 if t == "vp" else 0)
-            r["kernel"]["stats"]["lambda_min"] = 1e-3 * d
-            rows.append(pipeline.sweep_row(r))
+            record = fake_explore(transform=t, depth=d)
+            record.source.source_test_acc = 0.5 + 0.05 * d
+            record.fit.target_test_acc = 0.3 + 0.04 * d + (0.1 if t == "vp" else 0)
+            record.kernel.stats.lambda_min = 1e-3 * d
+            rows.append(record.sweep_row())
     return rows
 
 
@@ -277,7 +281,7 @@ def test_sweep_figures_draw_live_depth_rows() -> None:
 
 
 def test_standalone_html_inlines_plotly() -> None:
-    html = figures.to_standalone_html(figures.spectrum_figure(fake_explore()["kernel"]))
+    html = figures.to_standalone_html(figures.spectrum_figure(fake_explore().kernel))
     assert "<html>" in html[:100] and "plotly.js" in html.lower() and len(html) > 1_000_000
 
 
@@ -427,12 +431,12 @@ def test_an_overlay_names_the_configurations_with_random_weights() -> None:
     rnd = fake_explore(weights="random")
     labels = ["A: weights imagenet", "B: weights random"]
     for fig in (
-        figures.spectra_overlay_figure([pretrained["kernel"], rnd["kernel"]], labels),
+        figures.spectra_overlay_figure([pretrained.kernel, rnd.kernel], labels),
         figures.curves_overlay_figure(
-            [pretrained["fit"], rnd["fit"]], [pretrained["kernel"], rnd["kernel"]], labels
+            [pretrained.fit, rnd.fit], [pretrained.kernel, rnd.kernel], labels
         ),
     ):
         marks = [a.text for a in fig.layout.annotations if "RANDOM" in (a.text or "")]
         assert "RANDOM WEIGHTS: B" in marks and "RANDOM weights: B" in fig.layout.title.text
-    both = figures.spectra_overlay_figure([rnd["kernel"], rnd["kernel"]], ["A: x", "B: y"])
+    both = figures.spectra_overlay_figure([rnd.kernel, rnd.kernel], ["A: x", "B: y"])
     assert "RANDOM WEIGHTS" in [a.text for a in both.layout.annotations]

@@ -5,8 +5,8 @@ tests/integration/test_kernel_regime_honesty.py."""
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import io
 
 import pytest
@@ -16,6 +16,7 @@ from dashboard import downloads, state
 from reprog_core import cautions, figures
 from reprog_core.config import ConfigError, ExperimentConfig
 from reprog_core.ntk.dynamics import ntk_dynamics, offset_split
+from reprog_core.results import KernelRegime
 from tests.configs import PIXEL
 from tests.unit.test_figures import fake_explore
 
@@ -94,7 +95,7 @@ def test_learned_in_the_kernel_regime_is_refused_with_one_line():
 
 
 # ----------------------------------------------------------------------------- what is said
-def _kr(**changes) -> dict:
+def _kr(**changes) -> KernelRegime:
     kr = {
         "steps": list(range(11)),
         "measured_loss": [10.0 * 0.9**t for t in range(11)],
@@ -122,7 +123,7 @@ def _kr(**changes) -> dict:
         "mapping": "flm",
         "mapping_note": "",
     }
-    return {**kr, **changes}
+    return KernelRegime(**{**kr, **changes})
 
 
 def test_the_caption_says_what_the_accuracy_and_the_offset_mean():
@@ -139,39 +140,37 @@ def test_the_caption_says_when_the_band_cannot_tell_the_kernels_apart():
     text = figures.kernel_regime_caption(kr)
     assert "cannot tell the right kernel from the halved one" in text
     assert "weak evidence" in text and "ILM frozen at θ₀." in text
-    # A record from before these keys: the caption says what it knows, nothing more.
-    old = {k: v for k, v in _kr().items() if "offset" not in k and "kernel" not in k[-7:]}
-    old.pop("band_discriminates")
-    text = figures.kernel_regime_caption(old)
-    assert "offset" not in text and "halved" not in text and "kernel samples only" in text
+    # Without the offset-free loss the caption says what it knows, nothing more.
+    bare = _kr(measured_loss_offset_free=[], predicted_loss_offset_free=[], offset_share=None)
+    text = figures.kernel_regime_caption(bare)
+    assert "offset" not in text and "kernel samples only" in text
 
 
 def test_the_figure_draws_the_offset_free_curves_in_the_kernel_regime_only():
     res = fake_explore()
-    fit = res["fit"]
-    practical = figures.fit_curves_figure(fit, res["kernel"], res["weights"])
+    practical = figures.fit_curves_figure(res.fit, res.kernel, res.weights)
     assert not any("offset" in (t.name or "") for t in practical.data)
     kr = _kr()
-    fit = {**copy.deepcopy(fit), "kernel_regime": kr}
-    fig = figures.fit_curves_figure(fit, res["kernel"], res["weights"])
+    fit = dataclasses.replace(res.fit, kernel_regime=kr)
+    fig = figures.fit_curves_figure(fit, res.kernel, res.weights)
     free = [t for t in fig.data if "offset removed" in (t.name or "")]
     assert [t.xaxis for t in free] == ["x2", "x2"]
     measured, predicted = free
-    assert list(measured.y) == kr["measured_loss_offset_free"]
+    assert list(measured.y) == kr.measured_loss_offset_free
     assert "70% of the loss at θ₀" in measured.name
-    assert max(predicted.x) == kr["agree_until"]  # drawn where the prediction is
+    assert max(predicted.x) == kr.agree_until  # drawn where the prediction is
     lo, _ = fig.layout.yaxis2.range  # the axis holds the offset-free curve
-    low = min(kr["measured_loss_offset_free"])
+    low = min(kr.measured_loss_offset_free)
     assert (10**lo if fig.layout.yaxis2.type == "log" else lo) <= low
 
 
 def test_curves_csv_carries_only_what_the_page_draws():
     res = fake_explore()  # Adam + cross-entropy: its kernel record has a predicted curve
-    assert res["kernel"]["dynamics"]["step"]
+    assert res.kernel.dynamics.step
     header = _csv(downloads.curves_csv(res))[0]
     assert "ntk_predicted_loss" not in header
     kr = _kr()
-    res["fit"]["kernel_regime"] = kr
+    res.fit.kernel_regime = kr
     rows = _csv(downloads.curves_csv(res))
     assert rows[0] == [
         "step",
@@ -184,9 +183,9 @@ def test_curves_csv_carries_only_what_the_page_draws():
         "ntk_predicted_loss_offset_free",
     ]
     by_step = {int(r[0]): dict(zip(rows[0], r)) for r in rows[1:]}
-    assert float(by_step[6]["ntk_predicted_loss"]) == pytest.approx(kr["predicted_loss"][6])
+    assert float(by_step[6]["ntk_predicted_loss"]) == pytest.approx(kr.predicted_loss[6])
     assert by_step[7]["ntk_predicted_loss"] == "" and by_step[7]["kernel_loss_offset_free"]
-    assert float(by_step[3]["kernel_loss"]) == pytest.approx(kr["measured_loss"][3])
+    assert float(by_step[3]["kernel_loss"]) == pytest.approx(kr.measured_loss[3])
 
 
 def _csv(text: str) -> list[list[str]]:
@@ -196,10 +195,10 @@ def _csv(text: str) -> list[list[str]]:
 
 def test_cautions_say_why_the_kernel_regime_can_end_below_its_baseline():
     res = fake_explore()
-    res["fit"]["target_test_acc"], res["fit"]["baseline_test_acc"] = 0.14, 0.20
+    res.fit.target_test_acc, res.fit.baseline_test_acc = 0.14, 0.20
     plain = " | ".join(cautions.result_cautions(res))
     assert "ends below its baseline" in plain and "kernel samples only" not in plain
-    res["fit"]["kernel_regime"] = _kr()
+    res.fit.kernel_regime = _kr()
     text = " | ".join(cautions.result_cautions(res))
     assert "trains on the N = 16 kernel samples only" in text
     assert "offset common to every sample (70.0% of it at θ₀ here)" in text
@@ -207,11 +206,11 @@ def test_cautions_say_why_the_kernel_regime_can_end_below_its_baseline():
 
 def test_cautions_say_when_the_baseline_is_below_chance():
     res = fake_explore()
-    res["fit"]["baseline_test_acc"] = 0.039
-    res["fit"]["baseline_note"] = "nothing trained or fitted: target class k reads source output k"
-    res["config"]["mapping"] = res["fit"]["config"]["mapping"] = "identity"
+    res.fit.baseline_test_acc = 0.039
+    res.fit.baseline_note = "nothing trained or fitted: target class k reads source output k"
+    res.config = res.fit.config = res.config.replace(mapping="identity")
     text = " | ".join(cautions.result_cautions(res))
     assert "The baseline is below chance: 3.9%" in text and "10.0%" in text
     assert "mapping 'identity'" in text and "nothing trained or fitted" in text
-    res["fit"]["baseline_test_acc"] = 0.2
+    res.fit.baseline_test_acc = 0.2
     assert "below chance" not in " | ".join(cautions.result_cautions(res))
