@@ -82,7 +82,7 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
         return _csv_rows(p), p
     data = json.loads(p.read_text(encoding="utf-8"))
     if isinstance(data, dict) and data.get("format") == "reprog-sweep":
-        return list(load_results(p)["rows"]), p
+        return list(load_results(p).rows), p
     rows = data.get("rows") if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise ValueError(f"{p} holds neither a list of rows nor an object with 'rows'")

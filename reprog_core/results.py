@@ -332,6 +332,57 @@ ROW_COLUMNS = (
     "agree_until",
 )
 
+@dataclass
+class SweepRecord(Record):
+    """A sweep as its ``results.json`` holds it (``reprog_core.sweep``): the grid and its base
+    config, one row per finished point (a table: ``ExperimentRecord.sweep_row`` plus where the
+    point came from and what it cost), every point done or failed, and the statistics over the
+    rows. Built by ``sweep.runner.build_record``; read back from a file by
+    ``sweep.outputs.load_results`` (the file's boundary). ``rows``, ``points``, ``summary``,
+    ``correlations`` and ``claims`` are tables (lists of dicts keyed by column). A file holds
+    at least its format and rows; the rest defaults to empty."""
+
+    NESTED: ClassVar[dict[str, Any]] = {"config": _config}
+
+    format: str
+    format_version: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    created: str = ""
+    finished: bool = True  # False: interrupted, the rows are the points finished by then
+    command: str | None = None
+    preset: str | None = None
+    grid: dict[str, Any] = field(default_factory=dict)  # ``SweepGrid.to_dict()``
+    config: ExperimentConfig | None = None  # the grid's base config
+    weights: str = ""
+    executor: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = math.nan
+    n_done: int = 0
+    n_failed: int = 0
+    cache_counts: dict[str, int] = field(default_factory=dict)  # computed / joined / hit / failed
+    points: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    correlations: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    # Not in the file: the folder it was read from, and the files a run wrote.
+    path: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content (without ``path`` and ``files``)."""
+        out = asdict(self)
+        out["config"] = None if self.config is None else self.config.to_dict()
+        del out["path"], out["files"]
+        return out
+
+    @property
+    def grid_name(self) -> str:
+        """The grid's preset, or 'custom grid'."""
+        return str(self.grid.get("preset") or self.preset or "custom grid")
+
+
 # The record each backend task kind stores.
 RECORDS: dict[str, type[Record]] = {
     "source": SourceResult,

@@ -104,6 +104,8 @@ SPECS: dict[str, TransformSpec] = {
 }
 
 KINDS: tuple[str, ...] = tuple(SPECS)  # the canonical order pages and tables use
+# The transforms with parameters: those a target NTK is taken with respect to (all but 'none').
+TRAINED: tuple[str, ...] = tuple(kind for kind, s in SPECS.items() if s.params)
 
 
 def spec(kind: str) -> TransformSpec:

@@ -14,8 +14,9 @@ or ``python -m reprog_core sweep --preset paper-depth --out sweeps/paper-depth``
 Files: ``grid.py`` (presets, axes, validation against the backend's limits), ``executors.py``
 (local through the backend's cache; Ray with results written back to the driver's cache),
 ``report.py`` (``report.html``; its figures are ``reprog_core.figures.sweep``, its statistics
-``reprog_core.analysis``: mean / spread over seeds, Spearman's rho, the paper's claims), ``outputs.py`` (the files, ``load_results``),
-``runner.py`` (``run_sweep``), ``cli.py`` (the ``sweep`` command).
+``reprog_core.analysis``: mean / spread over seeds, Spearman's rho, the paper's claims),
+``outputs.py`` (the files, ``load_results``: a ``results.SweepRecord``), ``runner.py``
+(``run_sweep``), ``cli.py`` (the ``sweep`` command).
 
 Output folder (``--out``)
 -------------------------

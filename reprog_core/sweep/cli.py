@@ -13,11 +13,10 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from reprog_core.config_args import config_from_args
 from reprog_core.figures.theme import fmt
-from reprog_core.results import json_safe
+from reprog_core.results import SweepRecord, json_safe
 from reprog_core.sweep.executors import PointOutcome
 from reprog_core.sweep.grid import SweepGridError, build_grid
 from reprog_core.sweep.report import SUMMARY_HEAD, summary_table_rows
@@ -112,7 +111,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     command = "python -m reprog_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    record = run_sweep(
+    sweep = run_sweep(
         grid,
         args.out,
         executor=args.executor,
@@ -123,11 +122,11 @@ def main_from_args(args: argparse.Namespace) -> int:
         on_stage=on_stage,
         command=command,
     )
-    _report(record, as_json)
-    return EXIT_FAILED if record["n_failed"] else EXIT_OK
+    _report(sweep, as_json)
+    return EXIT_FAILED if sweep.n_failed else EXIT_OK
 
 
-def _report(record: dict[str, Any], as_json: bool) -> None:
+def _report(sweep: SweepRecord, as_json: bool) -> None:
     if as_json:
         keep = (
             "grid",
@@ -143,17 +142,17 @@ def _report(record: dict[str, Any], as_json: bool) -> None:
             "claims",
             "points",
         )
-        print(json.dumps(json_safe({k: record.get(k) for k in keep}), allow_nan=False))
+        print(json.dumps(json_safe({k: getattr(sweep, k) for k in keep}), allow_nan=False))
         return
-    print(f"summary (mean ± s.d. over seeds), {record['weights']} weights:")
-    _print_table(SUMMARY_HEAD, summary_table_rows(record["rows"]))
-    for c in record.get("claims") or []:
+    print(f"summary (mean ± s.d. over seeds), {sweep.weights} weights:")
+    _print_table(SUMMARY_HEAD, summary_table_rows(sweep.rows))
+    for c in sweep.claims:
         print(f"claim: {c['claim']}: {c['verdict']} ({c['detail']})")
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(record["cache_counts"].items()))
-    print(f"{record['n_done']} points ({counts}) in {record['elapsed_s']:.1f} s")
-    for p in record["points"]:
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(sweep.cache_counts.items()))
+    print(f"{sweep.n_done} points ({counts}) in {sweep.elapsed_s:.1f} s")
+    for p in sweep.points:
         if p["error"]:
             print(f"failed: depth {p['depth']} {p['transform']} seed {p['seed']}: {p['error']}")
-    files = record.get("files") or {}
+    files = sweep.files
     if files:
         print("wrote " + ", ".join(files[k] for k in ("csv", "json", "html") if k in files))

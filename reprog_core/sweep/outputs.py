@@ -1,7 +1,9 @@
 """The files a sweep writes, and ``load_results`` to read them back (the dashboard uses it).
 
-``<out>/results.json`` (strict JSON: NaN is written as null) holds the whole record; the format is
-described in ``reprog_core/sweep/__init__.py``. ``<out>/results.csv`` holds ``rows`` alone, one
+``<out>/results.json`` (strict JSON: NaN is written as null) holds the whole record
+(``results.SweepRecord``; the format is described in ``reprog_core/sweep/__init__.py``), and
+``load_results`` is where a file becomes that record again: the one place a saved sweep is read
+by key. ``<out>/results.csv`` holds ``rows`` alone, one
 line per successful point, columns as in ``columns`` (NaN is an empty cell).
 """
 
@@ -17,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprog_core.results import json_safe
+from reprog_core.config import ConfigError
+from reprog_core.results import SweepRecord, json_safe
 
 FORMAT = "reprog-sweep"
 FORMAT_VERSION = 1
@@ -37,6 +40,7 @@ TEXT_COLUMNS = frozenset(
         "transform",
         "mapping",
         "kernel_form",
+        "regime",
         "stopped",
         "key",
         "cache",
@@ -72,17 +76,22 @@ def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(cols)
 
 
-def write_results(sweep: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[str, Path]:
+def write_results(
+    sweep: SweepRecord | Mapping[str, Any], out: str | os.PathLike[str]
+) -> dict[str, Path]:
     """Write ``results.json`` and ``results.csv`` into folder ``out`` (created), each file
-    atomically, so a reader (the dashboard) never sees half a file. Returns their paths."""
+    atomically, so a reader (the dashboard) never sees half a file. Returns their paths.
+    ``sweep``: the record, or its fields as a mapping (at least ``format``, ``format_version``
+    and ``rows``)."""
+    if not isinstance(sweep, SweepRecord):
+        sweep = SweepRecord.from_dict(dict(sweep))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_safe(dict(sweep)), indent=1, allow_nan=False, default=str)
+    text = json.dumps(json_safe(sweep.to_dict()), indent=1, allow_nan=False, default=str)
     paths = {"json": folder / RESULTS_JSON, "csv": folder / RESULTS_CSV}
     _atomic_write_text(paths["json"], text + "\n")
-    rows = sweep.get("rows") or []
-    cols = list(sweep.get("columns") or columns_of(rows))
-    _atomic_write_text(paths["csv"], _csv_text(rows, cols))
+    cols = sweep.columns or columns_of(sweep.rows)
+    _atomic_write_text(paths["csv"], _csv_text(sweep.rows, cols))
     return paths
 
 
@@ -117,11 +126,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_results(path: str | os.PathLike[str]) -> SweepRecord:
     """A sweep's record from its ``results.json`` (``path`` is the file or its folder).
 
     Numeric row values that were NaN (null in the file) come back as ``float('nan')``, so the
-    rows can go straight into the figure builders or ``pandas.DataFrame(record['rows'])``.
+    rows can go straight into the figure builders or ``pandas.DataFrame(sweep.rows)``.
     Raises ``FileNotFoundError`` if there is no results file, ``ValueError`` if it is not a
     sweep record of a format version this code reads.
     """
@@ -145,5 +154,7 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         {k: (math.nan if v is None and k not in TEXT_COLUMNS else v) for k, v in r.items()}
         for r in sweep.get("rows") or []
     ]
-    sweep["path"] = str(p.parent)
-    return sweep
+    try:
+        return SweepRecord.from_dict({**sweep, "path": str(p.parent)})
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise ValueError(f"{p} is not a sweep record this code reads ({exc})") from None

@@ -19,6 +19,7 @@ from reprog_core.figures import sweep as sweep_figures
 from reprog_core.figures.source import weights_description
 from reprog_core.figures.spectrum import SPECTRAL_STATS
 from reprog_core.figures.theme import fmt, pct
+from reprog_core.results import SweepRecord
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #1f2430;
@@ -121,16 +122,17 @@ SUMMARY_HEAD = [
 ]
 
 
-def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
-    """The report page for a sweep record (as written to ``results.json``: its grid's base
-    config, its table of rows, its points); ``stat`` is the spectral statistic drawn against
-    target accuracy."""
+def build_report(sweep: SweepRecord, stat: str = "lambda_min") -> str:
+    """The report page for a sweep record (its grid's base config, its table of rows, its
+    points); ``stat`` is the spectral statistic drawn against target accuracy."""
     import plotly.offline
 
-    rows: list[Mapping[str, Any]] = list(sweep.get("rows") or [])
-    cfg = ExperimentConfig.for_lookup(sweep["config"])  # the grid's base config
-    grid: Mapping[str, Any] = sweep.get("grid") or {}
-    weights = sweep.get("weights")
+    rows: list[Mapping[str, Any]] = list(sweep.rows)
+    cfg = sweep.config  # the grid's base config
+    if cfg is None:
+        raise ValueError("a sweep record without its base config has no report")
+    grid: Mapping[str, Any] = sweep.grid
+    weights = sweep.weights
     figs = [
         sweep_figures.source_accuracy_figure(rows),
         sweep_figures.target_accuracy_figure(rows),
@@ -144,9 +146,9 @@ def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
 
     parts = [
         "<h1>Depth sweep</h1>",
-        f"<p class=muted>{_e(sweep.get('created', ''))} · executor {_e(sweep.get('executor'))}"
-        f" · {_e(grid.get('n_points'))} points · format {_e(sweep.get('format'))}/"
-        f"{_e(sweep.get('format_version'))}</p>",
+        f"<p class=muted>{_e(sweep.created)} · executor {_e(sweep.executor)}"
+        f" · {_e(grid.get('n_points'))} points · format {_e(sweep.format)}/"
+        f"{_e(sweep.format_version)}</p>",
     ]
     if weights == "random":
         model = cfg.source_family if cfg.source_family == "efficientnet-lite0" else cfg.backbone
@@ -155,12 +157,12 @@ def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
             "not pretrained. These numbers describe the architecture knowing nothing, the "
             "control for a pretrained model.</div>"
         )
-    if not sweep.get("finished", True):
+    if not sweep.finished:
         parts.append(
             "<p class=warn>This sweep did not finish (interrupted): only the points computed "
             "so far are shown. Running the same command again resumes it.</p>"
         )
-    failed = [p for p in sweep.get("points") or [] if p.get("error")]
+    failed = [p for p in sweep.points if p.get("error")]
     if failed:
         parts.append(f"<p class=warn>{len(failed)} point(s) failed; see the points table.</p>")
     parts.append("<h2>What was run</h2>")
@@ -189,10 +191,10 @@ def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
                     "kernel",
                     f"target NTK w.r.t. θ at θ_0, {cfg.kernel_form} form, N = {cfg.n_kernel}",
                 ],
-                ["command", sweep.get("command") or "—"],
-                ["machine", _kv(sweep.get("machine"))],
-                ["versions", _kv(sweep.get("versions"))],
-                ["elapsed", f"{fmt(sweep.get('elapsed_s'), 4)} s"],
+                ["command", sweep.command or "—"],
+                ["machine", _kv(sweep.machine)],
+                ["versions", _kv(sweep.versions)],
+                ["elapsed", f"{fmt(sweep.elapsed_s, 4)} s"],
             ],
             left=2,
         )
@@ -236,7 +238,7 @@ def build_report(sweep: Mapping[str, Any], stat: str = "lambda_min") -> str:
     parts.append("<h2>Every point</h2>")
     row_of_point = {row.get("key"): row for row in rows}
     body = []
-    for p in sweep.get("points") or []:
+    for p in sweep.points:
         row = row_of_point.get(p.get("key"), {})
         body.append(
             [

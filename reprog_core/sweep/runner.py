@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from reprog_core.analysis import correlations, paper_claims, summarise
+from reprog_core.results import SweepRecord
 from reprog_core.sweep.executors import (
     Executor,
     LocalExecutor,
@@ -73,7 +74,7 @@ def build_record(
     finished: bool,
     elapsed_s: float,
     command: str | None = None,
-) -> dict[str, Any]:
+) -> SweepRecord:
     """The ``results.json`` record of a (possibly partial) sweep; see the package docstring."""
     from reprog_core.pipeline import versions  # lazy: the pipeline imports torch
 
@@ -88,39 +89,39 @@ def build_record(
     for o in outcomes:
         k = o.cache or "failed"
         cache_counts[k] = cache_counts.get(k, 0) + 1
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "finished": finished,
-        "command": command,
-        "preset": grid.preset,
-        "grid": grid.to_dict(),
-        "config": grid.base.to_dict(),
-        "weights": grid.base.weights_label,
-        "executor": executor,
-        "versions": vers,
-        "machine": machine_info(),
-        "elapsed_s": round(elapsed_s, 3),
-        "n_done": len(outcomes),
-        "n_failed": sum(not o.ok for o in outcomes),
-        "cache_counts": cache_counts,
-        "columns": columns_of(rows),
-        "rows": rows,
-        "points": [o.to_dict() for o in outcomes],
-        "summary": summarise(rows),
-        "correlations": [c.to_dict() for c in correlations(rows)],
-        "claims": [c.to_dict() for c in paper_claims(rows)],
-    }
+    return SweepRecord(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        finished=finished,
+        command=command,
+        preset=grid.preset,
+        grid=grid.to_dict(),
+        config=grid.base,
+        weights=grid.base.weights_label,
+        executor=executor,
+        versions=vers,
+        machine=machine_info(),
+        elapsed_s=round(elapsed_s, 3),
+        n_done=len(outcomes),
+        n_failed=sum(not o.ok for o in outcomes),
+        cache_counts=cache_counts,
+        columns=columns_of(rows),
+        rows=rows,
+        points=[o.to_dict() for o in outcomes],
+        summary=summarise(rows),
+        correlations=[c.to_dict() for c in correlations(rows)],
+        claims=[c.to_dict() for c in paper_claims(rows)],
+    )
 
 
 def write_outputs(
-    record: Mapping[str, Any], out: str | os.PathLike[str], stat: str = "lambda_min"
+    sweep: SweepRecord, out: str | os.PathLike[str], stat: str = "lambda_min"
 ) -> dict[str, Path]:
     """``results.json``, ``results.csv`` and ``report.html`` into ``out``; returns their paths."""
-    paths = write_results(record, out)
+    paths = write_results(sweep, out)
     paths["html"] = Path(out) / REPORT_HTML
-    _atomic_write_text(paths["html"], build_report(record, stat))
+    _atomic_write_text(paths["html"], build_report(sweep, stat))
     return paths
 
 
@@ -136,7 +137,7 @@ def run_sweep(
     on_point: OnPoint | None = None,
     on_stage: OnStage | None = None,
     command: str | None = None,
-) -> dict[str, Any]:
+) -> SweepRecord:
     """Compute every point of ``grid`` and return the sweep record; with ``out``, also write
     ``results.json``, ``results.csv`` and ``report.html`` there.
 
@@ -155,7 +156,7 @@ def run_sweep(
         ex.run(grid.points(), on_point=on_point, on_stage=on_stage, outcomes=outcomes)
         finished = True
     finally:
-        record = build_record(
+        sweep = build_record(
             grid,
             outcomes,
             executor=ex.name,
@@ -164,5 +165,5 @@ def run_sweep(
             command=command,
         )
         if out is not None and (outcomes or finished):
-            record["files"] = {k: str(v) for k, v in write_outputs(record, out, stat).items()}
-    return record
+            sweep.files = {k: str(v) for k, v in write_outputs(sweep, out, stat).items()}
+    return sweep

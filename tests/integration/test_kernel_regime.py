@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from reprog_core import cli, pipeline
+from reprog_core import cli, pipeline, transforms
 from reprog_core.config import ExperimentConfig
 from tests.configs import PIXEL
 
@@ -67,7 +67,7 @@ def test_parting_is_marked_with_the_drift_that_explains_it(kernel_fits):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transform", ["vp", "vp-full", "fc", "vp-fc"])
+@pytest.mark.parametrize("transform", transforms.TRAINED)
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_default_sgd_step_size_never_diverges(transform, loss):
     cfg = ExperimentConfig(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from reprog_core import transforms
 from reprog_core.config import ExperimentConfig
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["vp", "vp-full", "fc", "vp-fc", "none"])
+@pytest.mark.parametrize("kind", transforms.KINDS)
 def test_every_transform_runs_on_the_pretrained_source(kind, tmp_path, monkeypatch) -> None:
     """The whole pipeline (source, kernel with its precision check, fit, baseline) on the
     ImageNet classifier, each transform, a tiny config."""

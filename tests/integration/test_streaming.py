@@ -87,6 +87,30 @@ def test_concurrent_stage_jobs_train_the_source_once(backend, monkeypatch):
     assert len(calls) == 1
 
 
+def test_the_explore_pages_three_requests_compute_and_store_each_stage_once(backend, monkeypatch):
+    """What the Explore page submits at once (the source, the kernel at ``kernel_config`` and the
+    experiment, issue 16): the source trains once, the kernel is computed once, and the stored
+    experiment refers to the stored source and kernel instead of holding copies."""
+    kernels, trained = [], []
+    real_kernel, real_train = pipeline._target_kernel, training.train_source
+    monkeypatch.setattr(
+        pipeline, "_target_kernel", lambda *a, **k: kernels.append(1) or real_kernel(*a, **k)
+    )
+    monkeypatch.setattr(
+        training, "train_source", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+    )
+    cfg = TINY.replace(seed=8, transform="vp", steps=6)
+    asked = (("source", cfg), ("ntk", cfg.kernel_config()), ("explore", cfg))
+    source, kernel, explore = (h.result(300) for h in [backend.submit(k, c, {}) for k, c in asked])
+    assert len(trained) == 1 and len(kernels) == 1
+    assert explore["kernel"]["stats"] == kernel["stats"]
+    assert explore["source"]["source_test_acc"] == source["source_test_acc"]
+    stored = backend.store.get_json(backend.key("explore", cfg))
+    for key in (backend.key("source", cfg), backend.key("ntk", cfg.kernel_config())):
+        assert f'"$stored":"{key}"' in stored
+    assert '"eigenvalues"' not in stored  # the kernel's spectrum is stored once, in its entry
+
+
 def test_explore_page_shows_the_source_card_before_the_fit(backend):
     cfg = TINY.replace(seed=7)
     backend.run("source", cfg, {})  # a stored source model: its card is the first stage

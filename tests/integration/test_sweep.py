@@ -80,39 +80,39 @@ def test_local_sweep_writes_results_and_resumes_after_an_interruption(
     with _backend(cache) as backend, pytest.raises(KeyboardInterrupt):
         run_sweep(grid, out, backend=backend, on_point=interrupt_after_two)
     partial = load_results(out)
-    assert partial["finished"] is False and len(partial["rows"]) == 2
+    assert partial.finished is False and len(partial.rows) == 2
 
     # 2. The same sweep again: the two finished points are hits, the rest computed.
     with _backend(cache) as backend:
         record = run_sweep(grid, out, backend=backend)
-    assert [p["cache"] for p in record["points"]] == ["hit", "hit", "computed", "computed"]
-    assert record["finished"] is True and record["n_failed"] == 0
+    assert [p["cache"] for p in record.points] == ["hit", "hit", "computed", "computed"]
+    assert record.finished is True and record.n_failed == 0
 
     res = load_results(out)
-    assert [(r["depth"], r["transform"], r["seed"]) for r in res["rows"]] == [
+    assert [(r["depth"], r["transform"], r["seed"]) for r in res.rows] == [
         (1, "vp", 0),
         (1, "fc", 0),
         (2, "vp", 0),
         (2, "fc", 0),
     ]
-    for r in res["rows"]:
+    for r in res.rows:
         assert 0 <= r["source_test_acc"] <= 1 and 0 <= r["target_test_acc"] <= 1
         assert r["lambda_min"] > 0 and r["effective_rank"] >= 1
         assert r["weights"] == "none" and r["steps"] == 10 and r["width"] == 8
-    assert res["grid"] == {
+    assert res.grid == {
         "preset": None,
         "depths": [1, 2],
         "transforms": ["vp", "fc"],
         "seeds": [0],
         "n_points": 4,
     }
-    assert res["config"]["n_kernel"] == 8 and "torch" in res["versions"]
-    assert {s["transform"] for s in res["summary"]} == {"vp", "fc"}
+    assert res.config.n_kernel == 8 and "torch" in res.versions
+    assert {s["transform"] for s in res.summary} == {"vp", "fc"}
 
     lines = (out / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + 4
     header = lines[0].split(",")
-    assert header == res["columns"] and "target_test_acc" in header and "cache" in header
+    assert header == res.columns and "target_test_acc" in header and "cache" in header
 
     page = (out / "report.html").read_text()
     assert page.count("<script type='text/javascript'>/**") == 1  # plotly.js inlined once
@@ -123,9 +123,9 @@ def test_local_sweep_writes_results_and_resumes_after_an_interruption(
     with _backend(cache) as backend:
         again = run_sweep(grid, None, backend=backend)
         assert backend.stats()["computations"] == 0
-    assert [p["cache"] for p in again["points"]] == ["hit"] * 4
-    assert [r["target_test_acc"] for r in again["rows"]] == [
-        r["target_test_acc"] for r in res["rows"]
+    assert [p["cache"] for p in again.points] == ["hit"] * 4
+    assert [r["target_test_acc"] for r in again.rows] == [
+        r["target_test_acc"] for r in res.rows
     ]
 
 
@@ -141,17 +141,17 @@ def test_ray_executor_writes_results_into_the_drivers_cache(cache: Path, tmp_pat
             assert backend.stats()["computations"] == 0  # the driver's backend computed nothing
     finally:
         ray.shutdown()
-    assert [(p["cache"], p["executor"]) for p in record["points"]] == [("computed", "ray")] * 2
-    assert record["executor"] == "ray" and "ray" in record["versions"]
+    assert [(p["cache"], p["executor"]) for p in record.points] == [("computed", "ray")] * 2
+    assert record.executor == "ray" and "ray" in record.versions
     # The results are in the driver's cache: the local executor now finds them all.
     with _backend(cache) as backend:
         for cfg in grid.points():
             assert backend.get(SWEEP_TASK, cfg) is not None
         local = run_sweep(grid, None, backend=backend)
         assert backend.stats()["computations"] == 0
-    assert [p["cache"] for p in local["points"]] == ["hit", "hit"]
-    assert [r["target_test_acc"] for r in local["rows"]] == [
-        r["target_test_acc"] for r in record["rows"]
+    assert [p["cache"] for p in local.points] == ["hit", "hit"]
+    assert [r["target_test_acc"] for r in local.rows] == [
+        r["target_test_acc"] for r in record.rows
     ]
 
 
@@ -163,7 +163,7 @@ def test_cli_sweep_end_to_end(run_cli, cache: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "[1/1] depth 1 vp" in proc.stderr and "computed" in proc.stderr
     assert "target acc %" in proc.stdout and "wrote" in proc.stdout
-    assert len(load_results(out)["rows"]) == 1
+    assert len(load_results(out).rows) == 1
 
     proc = run_cli("sweep", *args, "--json", check=False)
     assert proc.returncode == 0, proc.stderr

@@ -122,13 +122,13 @@ class _FakeBackend:
 def test_a_failing_point_is_reported_and_the_rest_written(tmp_path: Path) -> None:
     grid = build_grid(ExperimentConfig(**PIXEL), depths="1,2", transforms="vp,fc", seeds="0")
     record = run_sweep(grid, tmp_path, backend=_FakeBackend())
-    assert record["n_failed"] == 2 and record["cache_counts"] == {"computed": 2, "failed": 2}
-    failed = [p for p in record["points"] if p["error"]]
+    assert record.n_failed == 2 and record.cache_counts == {"computed": 2, "failed": 2}
+    failed = [p for p in record.points if p["error"]]
     assert [p["transform"] for p in failed] == ["fc", "fc"]
     assert "diverged" in failed[0]["error"] and failed[0]["cache"] is None
     res = load_results(tmp_path)
-    assert [r["transform"] for r in res["rows"]] == ["vp", "vp"]
-    assert math.isnan(res["rows"][0]["alignment"])  # not given by the kernel: NaN in the row
+    assert [r["transform"] for r in res.rows] == ["vp", "vp"]
+    assert math.isnan(res.rows[0]["alignment"])  # not given by the kernel: NaN in the row
     assert "2 point(s) failed" in (tmp_path / "report.html").read_text()
 
 
@@ -263,7 +263,7 @@ def test_results_files_round_trip(tmp_path: Path) -> None:
     }
     write_results(record, tmp_path)
     back = load_results(tmp_path / "results.json")
-    assert math.isnan(back["rows"][0]["alignment"]) and back["rows"][1]["alignment"] == 0.1
+    assert math.isnan(back.rows[0]["alignment"]) and back.rows[1]["alignment"] == 0.1
     assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["alignment"] is None
     assert (tmp_path / "results.csv").read_text().splitlines()[1].count(",,") >= 1  # NaN: empty
     page = build_report(back, "effective_rank")

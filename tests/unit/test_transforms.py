@@ -13,7 +13,7 @@ from reprog_core.label_mapping import build_mapping, fit_frequency_mapping, freq
 S, T = 32, 28
 
 
-@pytest.mark.parametrize("kind", ["vp", "vp-full", "fc", "vp-fc", "none"])
+@pytest.mark.parametrize("kind", transforms.KINDS)
 @pytest.mark.parametrize("shape", [(4, 1, 8, 8), (4, 3, 28, 28), (4, 3, 40, 30), (4, 4, 16, 16)])
 def test_every_transform_maps_any_target_to_source_shape(kind, shape):
     t = build_transform(kind, S, T)

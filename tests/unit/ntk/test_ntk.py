@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 import reprog_core.ntk.target as target_mod
+from reprog_core import transforms
 from reprog_core.input_transform import build_transform
 from reprog_core.label_mapping import IndexMapping, build_mapping
 from reprog_core.ntk import (
@@ -41,7 +42,7 @@ from reprog_core.source_model.pixel import ConvStack, PixelCNN, PixelMLP
 from tests.configs import PIXEL
 
 F64 = torch.float64
-TRANSFORMS = ["vp", "vp-full", "fc", "vp-fc"]
+TRANSFORMS = list(transforms.TRAINED)  # every transform with an NTK, from the registry
 MAPPINGS = ["identity", "flm", "learned"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reprog_core import transforms
 from reprog_core.config import ExperimentConfig
 from reprog_core.input_transform import build_transform
 from reprog_core.label_mapping import IndexMapping, build_mapping
@@ -166,7 +167,7 @@ def _model(kind: str, s: int = 16, t: int = 8) -> ReprogrammedModel:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["vp", "vp-full", "fc", "vp-fc"])
+@pytest.mark.parametrize("kind", transforms.TRAINED)
 def test_structured_kernel_equals_the_jacobian_on_the_pretrained_source(kind) -> None:
     model = _model(kind)
     x = torch.rand(3, 1, 8, 8, dtype=F64)
