@@ -4,9 +4,13 @@ downloads. Requests to the backend and their progress are ``jobs.py``.
 State model (one browser tab = one Streamlit session):
 
 * ``st.session_state[CFG]`` holds the config as a dict: the one truth of the session. It is read
-  from the URL on the session's first run (``start_session``), then changed only by the sidebar.
-  Sidebar widgets are keyed ``cfg.<field>`` and re-seeded from it whenever Streamlit dropped them
-  (it drops the state of widgets a page does not draw, e.g. on the Learn page).
+  from the URL on the session's first run (``start_session``), then changed only by the sidebar
+  (and by buttons that load a whole config: ``set_config``).
+* The sidebar is drawn once per run by the entry point (``app.py``), before the page, as
+  Streamlit documents for widgets that several pages share: so each widget keeps its identity
+  from page to page. Its widgets are keyed ``cfg.<field>`` and seeded from the session config
+  when Streamlit dropped them (it drops the state of widgets a run does not draw: on the Learn
+  page, or a field a page sets itself). A page reads the outcome with ``page_config``.
 * At the end of every run the page writes the URL (``sync_url``): the config's non-default fields
   plus the page's own settings. So the address bar always reproduces the view.
 * ``st.session_state[PAGE]`` is the page drawn in this run (set by ``app.py``); ``jobs.py`` files
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -40,7 +45,7 @@ from reprog_core.serving import default_backend
 
 CFG = "_cfg"
 PAGE = "_page"  # url_path of the page drawn in this run
-PAGE_CHANGED = "_page_changed"  # True on the first run of a page after another one
+CFG_PROBLEM = "_cfg_problem"  # why this run's sidebar settings do not go together (None: fine)
 URL_WARNINGS = "_url_warnings"
 PAGES = "_pages"  # url_path -> st.Page of this run (set by app.py)
 
@@ -113,18 +118,23 @@ def _wkey(name: str) -> str:
     return f"cfg.{name}"
 
 
+def _widget_value(name: str) -> Any:
+    """Field ``name`` of the session config in its widget's form (the regime toggle holds True
+    for 'kernel')."""
+    value = st.session_state[CFG][name]
+    return value == Regime.KERNEL.value if name == "regime" else value
+
+
 def _seed_widget(name: str) -> None:
-    # Streamlit forgets a widget's value on runs that do not draw it, and treats the same key on
-    # another page as a new widget; the session config keeps the value across both.
-    if _wkey(name) not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
-        st.session_state[_wkey(name)] = st.session_state[CFG][name]
+    # Streamlit forgets a widget's value on runs that do not draw it (the Learn page, the fields a
+    # page sets itself); the session config keeps the value meanwhile.
+    if _wkey(name) not in st.session_state:
+        st.session_state[_wkey(name)] = _widget_value(name)
 
 
 def _current(name: str) -> Any:
     """The value field ``name``'s widget will show in this run (before it is drawn)."""
-    if _wkey(name) not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
-        return st.session_state[CFG][name]
-    return st.session_state[_wkey(name)]
+    return st.session_state.get(_wkey(name), _widget_value(name))
 
 
 def _field(name: str, **kw: Any) -> None:
@@ -150,7 +160,6 @@ def _backbones() -> list[str]:
 def _weight_tags(name: str) -> list[str]:
     """The named weights of model ``name`` besides 'random': 'imagenet' for the EfficientNet;
     an open_clip encoder's tags, then the checkpoints of the operator's weights folder."""
-    from reprog_core.config import FIXED_WEIGHTS
     from reprog_core.source_model.clip import list_named_checkpoints
     from reprog_core.source_model.encoders import encoder_weight_tags
 
@@ -171,69 +180,94 @@ SIDEBAR_GROUPS = (  # FieldInfo.group -> the sidebar's heading; 'advanced' is fo
 
 
 def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig | None:
-    """The config widgets. ``fixed``: fields this page sets itself (field -> why), not drawn.
+    """The config widgets, drawn once per run by the entry point (``app.py``) before the page.
 
-    Returns the config, or None (with the reason shown) when the widgets' combination is invalid.
+    Drawn there, each widget keeps its identity from page to page (a widget drawn inside a page
+    is another widget on the next page), so a page switch loses nothing. ``fixed``: fields the
+    page sets itself (field -> why), shown as that reason instead of a widget. ``fixed=None``:
+    the page has no use for the config, and the sidebar holds none of it.
+
+    Returns the config, or None when the widgets' combination is invalid (the reason is shown in
+    the sidebar); either way the outcome is kept for the page (``page_config``).
     """
-    fixed = fixed or {}
-    sb = st.sidebar
-    drawn: list[str] = []
-
-    def draw(name: str, fn: Callable[..., None], *args: Any, **kw: Any) -> None:
-        if name in fixed:
-            return
-        fn(name, *args, **kw)
-        drawn.append(name)
-
-    datasets = data.list_datasets()
+    st.session_state[CFG_PROBLEM] = None
+    if fixed is None:
+        return current_config()
     family = _current("source_family")
+    options = _widget_options(family)  # before the fields: it may correct the weights
+    drawn = [name for name in _shown_fields(family) if name not in fixed]
+    with st.sidebar:
+        st.header("Settings")
+        st.caption("The address bar always holds this view: copy it to share or bookmark it.")
+        for group, title in SIDEBAR_GROUPS:
+            _sidebar_group(group, title, fields.names_in(group, drawn), options)
+        for name, why in fixed.items():
+            st.caption(f"{state.FIELD_LABELS.get(name, name)}: {why}")
+        st.button("Reset to defaults", on_click=_reset, width="stretch")
+    return _sidebar_config(drawn)
+
+
+def _shown_fields(family: str) -> list[str]:
+    """The fields that mean something for the current choices: a backbone for clip-cnn only,
+    weights for the models that have named ones, no source training for a classifier used as
+    it is, and ρ (the kernel regime's step size) for gradient descent only."""
     clip = family == "clip-cnn"
-    pretrained = family in PRETRAINED_CLASSIFIERS  # used as it is: no source training fields
-    regime = _current("regime")  # the toggle's True/False, or the config's value
-    sgd = regime in (True, Regime.KERNEL.value) or _current("optimizer") == OptimizerKind.SGD.value
-    # What only this server knows, and what changes together (the regime and the fit's choices).
-    special: dict[str, dict[str, Any]] = {
-        "source_data": {"options": datasets, "format_func": _dataset_label},
-        "target": {"options": datasets, "format_func": _dataset_label},
-        "loss": {"on_change": _fit_choice_changed},
-        "optimizer": {"on_change": _fit_choice_changed},
-    }
-    if clip or pretrained:
-        model = _current("backbone") if clip else family
-        tags = _weight_tags(model)
-        special["weights"] = {
-            "options": [*tags, "random"],
-            "accept_new_options": model not in FIXED_WEIGHTS,
-        }
-        if _current("weights") not in special["weights"]["options"]:
-            # the family or encoder changed under weights it does not have: take its first
-            st.session_state[_wkey("weights")] = special["weights"]["options"][0]
-    if clip:
-        special["backbone"] = {"options": _backbones(), "on_change": _encoder_changed}
+    pretrained = family in PRETRAINED_CLASSIFIERS
     hidden = set() if clip else {"backbone"}
     if not (clip or pretrained):
         hidden.add("weights")
     if pretrained:
         hidden |= set(SOURCE_TRAINING_FIELDS)
-    if not sgd:
+    if not (_current("regime") or _current("optimizer") == OptimizerKind.SGD.value):
         hidden.add("rho")
-    shown = [name for name in state.URL_FIELDS if name not in hidden]
-    with sb:
-        st.header("Settings")
-        st.caption("The address bar always holds this view: copy it to share or bookmark it.")
-        for group, title in SIDEBAR_GROUPS:
-            with st.expander(title) if group == "advanced" else st.container():
-                if group != "advanced":
-                    st.subheader(title)
-                for name in fields.names_in(group, shown):
-                    if name == "regime":
-                        draw(name, _regime_toggle)
-                    else:
-                        draw(name, _field, **special.get(name, {}))
-        for name, why in fixed.items():
-            st.caption(f"{state.FIELD_LABELS.get(name, name)}: {why}")
-        st.button("Reset to defaults", on_click=_reset, width="stretch")
+    return [name for name in state.URL_FIELDS if name not in hidden]
 
+
+def _widget_options(family: str) -> dict[str, dict[str, Any]]:
+    """What only this server knows (its data sets, encoders and weights), and the callbacks that
+    keep the regime and the fit's choices together, as extra arguments of the fields' widgets."""
+    datasets = data.list_datasets()
+    options: dict[str, dict[str, Any]] = {
+        "source_data": {"options": datasets, "format_func": _dataset_label},
+        "target": {"options": datasets, "format_func": _dataset_label},
+        "loss": {"on_change": SIDEBAR_REGIME.fit_changed},
+        "optimizer": {"on_change": SIDEBAR_REGIME.fit_changed},
+    }
+    if family == "clip-cnn":
+        options["backbone"] = {"options": _backbones(), "on_change": _encoder_changed}
+    if family == "clip-cnn" or family in PRETRAINED_CLASSIFIERS:
+        options["weights"] = _weights_options(
+            _current("backbone") if family == "clip-cnn" else family
+        )
+    return options
+
+
+def _weights_options(model: str) -> dict[str, Any]:
+    """The weights ``model`` offers; a value it does not have (the family or encoder changed
+    under it) becomes its first."""
+    offered = [*_weight_tags(model), "random"]
+    if _current("weights") not in offered:
+        st.session_state[_wkey("weights")] = offered[0]
+    return {"options": offered, "accept_new_options": model not in FIXED_WEIGHTS}
+
+
+def _sidebar_group(
+    group: str, title: str, names: Sequence[str], options: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """One heading of the sidebar and its fields ('advanced' folded into an expander)."""
+    with st.expander(title) if group == "advanced" else st.container():
+        if group != "advanced":
+            st.subheader(title)
+        for name in names:
+            if name == "regime":
+                _regime_toggle(name)
+            else:
+                _field(name, **options.get(name, {}))
+
+
+def _sidebar_config(drawn: Sequence[str]) -> ExperimentConfig | None:
+    """The config the widgets hold (the session's for the rest), once checked; it becomes the
+    session's config. None when it is invalid, with the reason in the sidebar."""
     values = dict(st.session_state[CFG])
     for name in drawn:
         values[name] = st.session_state[_wkey(name)]
@@ -248,13 +282,24 @@ def config_sidebar(fixed: Mapping[str, str] | None = None) -> ExperimentConfig |
         problem = str(exc)
     if problem:
         msg = state.public_message(problem)
+        st.session_state[CFG_PROBLEM] = msg
         st.sidebar.error(f"These settings do not go together: {msg}")
-        st.error(f"The settings in the sidebar do not go together: {msg}. Change one of them.")
         return None
     if values != st.session_state[CFG]:
         st.session_state[CFG] = cfg.to_dict()
         st.session_state[URL_WARNINGS] = []  # the user has moved on from the URL's problems
     return cfg
+
+
+def page_config() -> ExperimentConfig | None:
+    """The config of this run's sidebar, for a page that computes from it. None when its
+    settings do not go together: the reason is then said on the page too, where the results
+    would be, and the page draws nothing that needs the config."""
+    problem = st.session_state.get(CFG_PROBLEM)
+    if problem:
+        st.error(f"The settings in the sidebar do not go together: {problem}. Change one of them.")
+        return None
+    return current_config()
 
 
 def _encoder_changed() -> None:
@@ -264,36 +309,57 @@ def _encoder_changed() -> None:
 
 
 def _regime_toggle(name: str) -> None:
-    """The kernel regime as a toggle. It sets optimizer sgd and loss mse (the config does the
-    same), so the Advanced selectors follow it, and turning it off returns them to Adam and
-    cross-entropy (sgd + mse *is* the kernel regime)."""
-    key = _wkey(name)
-    if key not in st.session_state or st.session_state.get(PAGE_CHANGED, False):
-        st.session_state[key] = st.session_state[CFG][name] == Regime.KERNEL.value
-    st.toggle(state.FIELD_LABELS[name], key=key, help=FIELDS[name].help, on_change=_regime_changed)
-
-
-def _regime_changed() -> None:
-    on = bool(st.session_state.get(_wkey("regime")))
-    opt, loss = _wkey("optimizer"), _wkey("loss")
-    if on:
-        st.session_state[opt], st.session_state[loss] = OptimizerKind.SGD.value, LossKind.MSE.value
-    elif (
-        st.session_state.get(opt, st.session_state[CFG]["optimizer"]) == OptimizerKind.SGD.value
-        and st.session_state.get(loss, st.session_state[CFG]["loss"]) == LossKind.MSE.value
-    ):
-        st.session_state[opt] = state.DEFAULT.optimizer
-        st.session_state[loss] = state.DEFAULT.loss
-
-
-def _fit_choice_changed() -> None:
-    """Optimizer or loss changed under Advanced: sgd + mse is the kernel regime, anything else is
-    not, so the toggle follows."""
-    opt = st.session_state.get(_wkey("optimizer"), st.session_state[CFG]["optimizer"])
-    loss = st.session_state.get(_wkey("loss"), st.session_state[CFG]["loss"])
-    st.session_state[_wkey("regime")] = (
-        opt == OptimizerKind.SGD.value and loss == LossKind.MSE.value
+    """The kernel regime as a toggle; the optimizer and loss under Advanced follow it
+    (``SIDEBAR_REGIME``)."""
+    _seed_widget(name)
+    st.toggle(
+        state.FIELD_LABELS[name],
+        key=_wkey(name),
+        help=FIELDS[name].help,
+        on_change=SIDEBAR_REGIME.regime_changed,
     )
+
+
+# --------------------------------------------------------------------------- regime coupling
+KERNEL_FIT = (OptimizerKind.SGD.value, LossKind.MSE.value)
+
+
+@dataclass(frozen=True)
+class RegimeLink:
+    """The regime, optimizer and loss widgets of one config (the sidebar, a Compare column),
+    kept consistent: the kernel regime *is* full-batch sgd + mse (the config sets the same).
+
+    Turning the regime on sets sgd + mse; turning it off from sgd + mse returns them to the
+    defaults (Adam, cross-entropy), since sgd + mse would be the kernel regime again; choosing
+    the optimizer and loss by hand sets the regime to whether they are sgd + mse. Both methods
+    are widget callbacks: they run before the next script run.
+    """
+
+    key: Callable[[str], str]  # field name -> its widget's session-state key
+    toggle: bool  # the regime is a toggle (True = kernel), else a select box of Regime values
+
+    def _value(self, name: str) -> Any:
+        return st.session_state.get(self.key(name), st.session_state[CFG][name])
+
+    def regime_changed(self) -> None:
+        regime = st.session_state.get(self.key("regime"))
+        kernel = bool(regime) if self.toggle else regime == Regime.KERNEL.value
+        if kernel:
+            self._set_fit(*KERNEL_FIT)
+        elif (self._value("optimizer"), self._value("loss")) == KERNEL_FIT:
+            self._set_fit(state.DEFAULT.optimizer, state.DEFAULT.loss)
+
+    def fit_changed(self) -> None:
+        kernel = (self._value("optimizer"), self._value("loss")) == KERNEL_FIT
+        regime = Regime.KERNEL.value if kernel else Regime.PRACTICAL.value
+        st.session_state[self.key("regime")] = kernel if self.toggle else regime
+
+    def _set_fit(self, optimizer: str, loss: str) -> None:
+        st.session_state[self.key("optimizer")] = optimizer
+        st.session_state[self.key("loss")] = loss
+
+
+SIDEBAR_REGIME = RegimeLink(_wkey, toggle=True)
 
 
 def _reset() -> None:
@@ -321,10 +387,10 @@ def plot(fig: go.Figure, key: str) -> None:
 def _detached(make: Callable[[], str]) -> Callable[[], str]:
     """``make`` with globals that hold only the names its code uses.
 
-    A page's ``lambda: downloads.result_json(result)`` is defined at the page's top level, so its
-    globals are the whole page namespace: every figure and result of that run. Streamlit keeps a
-    deferred download's callable for as long as the session lives (a closed tab for a while
-    too), so the callable must not pin all of that.
+    Streamlit keeps a deferred download's callable for as long as the session lives (a closed tab
+    for a while too), so the callable must pin no more than its file needs. A page's
+    ``lambda: downloads.result_json(result)`` holds ``result`` in its closure, and the page
+    module's whole namespace as its globals; this keeps only the globals it names.
     """
     code = getattr(make, "__code__", None)
     if code is None or not isinstance(getattr(make, "__globals__", None), dict):

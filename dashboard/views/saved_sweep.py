@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -86,6 +87,30 @@ def render(requested: str | None) -> None:
             "and it appears here."
         )
         return
+    name, stat = _choose(names, requested)
+    folder = sweeps_dir() / name
+    try:
+        record = load_results(folder)
+    except Exception as exc:  # a half-written or foreign file: say so, keep the page alive
+        why = str(exc).replace(str(folder), shown(folder))
+        st.error(f"Could not read the sweep in `{shown(folder)}`: {why}")
+        return
+    rows = record.get("rows") or []
+    if not rows:
+        st.warning(f"`{shown(folder)}/results.json` holds no finished points.")
+        return
+    ui.random_weights_banner(record.get("weights"))
+    _summary(record, rows)
+    _claims(rows)
+    draw_figures(rows, stat, "sw.saved")
+    with st.expander("All points as a table"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    _file_downloads(folder, name)
+
+
+def _choose(names: list[str], requested: str | None) -> tuple[str, str]:
+    """The sweep (the URL's, else the newest) and the statistic; both go into the URL, which
+    for a saved sweep holds no config (the sweep carries its own)."""
     if requested and requested not in names:
         st.warning(
             f"URL parameter `sweep={requested}` names no saved sweep in "
@@ -106,19 +131,11 @@ def render(requested: str | None) -> None:
     wanted = {"source": "saved", "sweep": name, "stat": stat}
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
+    return str(name), str(stat)
 
-    folder = sweeps_dir() / name
-    try:
-        record = load_results(folder)
-    except Exception as exc:  # a half-written or foreign file: say so, keep the page alive
-        why = str(exc).replace(str(folder), shown(folder))
-        st.error(f"Could not read the sweep in `{shown(folder)}`: {why}")
-        return
-    rows = record.get("rows") or []
-    if not rows:
-        st.warning(f"`{shown(folder)}/results.json` holds no finished points.")
-        return
-    ui.random_weights_banner(record.get("weights"))
+
+def _summary(record: dict[str, Any], rows: list[dict]) -> None:
+    """What the sweep is: its points, models and grid, when and how it ran, its command."""
     cfg = record.get("config") or {}
     st.markdown(
         f"**{len(rows)} points** · {cfg.get('source_family')} on {cfg.get('source_data')} → "
@@ -129,6 +146,9 @@ def render(requested: str | None) -> None:
     if record.get("command"):
         st.code(record["command"], language="bash")
 
+
+def _claims(rows: list[dict]) -> None:
+    """The paper's claims, each with its verdict on these points."""
     claims = paper_claims(rows)
     st.subheader("The paper's claims on this sweep")
     st.dataframe(
@@ -141,9 +161,10 @@ def render(requested: str | None) -> None:
         hide_index=True,
         width="stretch",
     )
-    draw_figures(rows, stat, "sw.saved")
-    with st.expander("All points as a table"):
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _file_downloads(folder: Path, name: str) -> None:
+    """The sweep's own files, as the CLI wrote them."""
     st.subheader("Downloads")
     d1, d2, d3 = st.columns(3)
     for col, fname, mime in (

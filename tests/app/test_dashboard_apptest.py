@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # `dashboard` is an app folder next to the librar
 APP = str(ROOT / "dashboard" / "app.py")
 
 from dashboard import state  # noqa: E402
+from tests.app.pages import goto  # noqa: E402
 from tests.configs import PIXEL  # noqa: E402
 
 # The pixel pair (tests/configs.PIXEL) as URL parameters: only its non-default fields, since the
@@ -228,14 +229,48 @@ def test_settings_survive_page_switches() -> None:
     at = new_app(FAST)
     at.run()
     at.sidebar.slider(key="cfg.depth").set_value(5).run()
-    for page in ("views/learn.py", "views/depth_sweep.py", "views/compare.py"):
-        at.switch_page(page).run()
+    for page in ("learn", "depth-sweep", "compare"):
+        goto(at, page).run()
         assert not at.exception
         assert at.session_state["_cfg"]["depth"] == 5
         assert at.query_params["depth"] == "5"
-    at.switch_page("views/explore.py").run()
+    goto(at, "").run()
     assert at.sidebar.slider(key="cfg.depth").value == 5
     assert at.sidebar.number_input(key="cfg.steps").value == 20
+
+
+def test_the_sidebar_leaves_out_what_a_page_sets_itself() -> None:
+    """The entry point draws the sidebar for the page it runs: the Depth sweep sets depth and
+    transform itself (their reason instead of their widgets), Learn uses no config at all."""
+    at = new_app(FAST)
+    at.run()
+    assert at.sidebar.slider(key="cfg.depth").value == 3
+    goto(at, "depth-sweep").run()
+    assert not at.exception
+    keys = {w.key for w in [*at.sidebar.slider, *at.sidebar.selectbox]}
+    assert "cfg.depth" not in keys and "cfg.transform" not in keys and "cfg.target" in keys
+    assert any("set by the sweep on this page" in c.value for c in at.sidebar.caption)
+    goto(at, "learn").run()
+    assert not at.exception and not at.sidebar.selectbox and not at.sidebar.slider
+    assert any("no experiment settings" in c.value for c in at.sidebar.caption)
+    goto(at, "").run()
+    assert at.sidebar.slider(key="cfg.depth").value == 3
+    assert at.sidebar.selectbox(key="cfg.transform").value == "fc"
+
+
+def test_pages_draw_nothing_when_imported() -> None:
+    """Each page is a function (``render``) that the entry point runs: importing its module
+    draws nothing and computes nothing (Streamlit warns of a missing ScriptRunContext when a
+    command runs outside a script run)."""
+    import subprocess
+
+    views = ("explore", "compare", "depth_sweep", "learn", "saved_sweep")
+    code = "; ".join(f"import dashboard.views.{v}" for v in views)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ScriptRunContext" not in out.stdout + out.stderr
 
 
 def test_cancel_a_running_request() -> None:
@@ -254,7 +289,7 @@ def test_cancel_a_running_request() -> None:
 def test_compare_overlays_and_highlights_differences() -> None:
     at = new_app(FAST)
     at.run()
-    at.switch_page("views/compare.py")
+    goto(at, "compare")
     # The default comparison: the fully connected layer (the default transform, A) against the
     # padding prompt (B), two columns.
     both = lambda at: has_chart("A: transform fc")(at) and has_chart("B: transform vp")(at)  # noqa: E731
@@ -278,7 +313,7 @@ def test_compare_overlays_and_highlights_differences() -> None:
 def test_compare_bad_variant_params() -> None:
     at = new_app(FAST)
     at.run()
-    at.switch_page("views/compare.py")
+    goto(at, "compare")
     at.session_state["_visited.compare"] = False  # arrive on the page as from a pasted URL
     at.query_params.update({"n": "9", "c2": "depth:0,colour:red,transform:vp"})
     at.run()
@@ -292,7 +327,7 @@ def test_compare_bad_variant_params() -> None:
 def test_depth_sweep_computes_and_plots() -> None:
     at = new_app(FAST)
     at.run()
-    at.switch_page("views/depth_sweep.py")
+    goto(at, "depth-sweep")
     at.session_state["_visited.depth-sweep"] = False
     at.query_params.update({"transforms": "vp,fc", "depths": "2-3", "stat": "effective_rank"})
     at.run()
@@ -317,7 +352,7 @@ def test_depth_sweep_computes_and_plots() -> None:
 def test_depth_sweep_bad_params() -> None:
     at = new_app(FAST)
     at.run()
-    at.switch_page("views/depth_sweep.py")
+    goto(at, "depth-sweep")
     at.session_state["_visited.depth-sweep"] = False
     at.query_params.update({"transforms": "vp,warp", "depths": "0,abc", "stat": "beauty"})
     at.run()
@@ -333,7 +368,7 @@ def test_depth_sweep_bad_params() -> None:
 def test_learn_demos_react_to_widgets() -> None:
     at = new_app()
     at.run()
-    at.switch_page("views/learn.py")
+    goto(at, "learn")
     at.session_state["_visited.learn"] = False
     at.query_params.update({"alpha": "0.5", "widths": "16,256", "seeds": "2", "nn_depth": "1"})
     at.run(timeout=120)
@@ -351,7 +386,7 @@ def test_learn_step_size_is_not_the_config_learning_rate() -> None:
     """Learn's step size travels as `learn_eta`; it never becomes the fit's `lr` on Explore."""
     at = new_app(FAST)
     at.run()
-    at.switch_page("views/learn.py")
+    goto(at, "learn")
     at.session_state["_visited.learn"] = False
     at.query_params.update({"learn_eta": "1.5", "widths": "16", "seeds": "1"})
     at.run(timeout=120)
@@ -359,14 +394,14 @@ def test_learn_step_size_is_not_the_config_learning_rate() -> None:
     assert at.slider(key="learn.lr").value == 1.5
     at.slider(key="learn.lr").set_value(0.7).run()
     assert at.query_params["learn_eta"] == "0.7" and "lr" not in at.query_params
-    at.switch_page("views/explore.py").run()
+    goto(at, "").run()
     assert at.session_state["_cfg"]["lr"] == 0.0 and dict(at.query_params) == FAST
 
 
 def test_learn_bad_params() -> None:
     at = new_app()
     at.run()
-    at.switch_page("views/learn.py")
+    goto(at, "learn")
     at.session_state["_visited.learn"] = False
     at.query_params.update({"alpha": "lots", "labels": "sideways", "widths": "16,64", "seeds": "1"})
     at.run(timeout=120)
@@ -446,7 +481,7 @@ def test_depth_sweep_opens_a_saved_sweep_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("REPROG_SWEEPS_DIR", str(tmp_path / "sweeps"))
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
-    at.switch_page("views/depth_sweep.py")
+    goto(at, "depth-sweep")
     at.query_params.update({"source": "saved", "sweep": "my-sweep"})
     at.run()
     assert not at.exception
@@ -457,7 +492,7 @@ def test_depth_sweep_opens_a_saved_sweep_folder(tmp_path, monkeypatch):
     # A name that is not a saved sweep is a warning, not an error.
     at2 = AppTest.from_file(str(APP), default_timeout=120)
     at2.run()
-    at2.switch_page("views/depth_sweep.py")
+    goto(at2, "depth-sweep")
     at2.query_params.update({"source": "saved", "sweep": "../../etc"})
     at2.run()
     assert not at2.exception
@@ -497,7 +532,7 @@ def test_running_requests_do_not_hold_the_page_run(monkeypatch: pytest.MonkeyPat
     slow = {**FAST, "source_epochs": "8", "source_per_class": "200", "seed": "23"}
     at = new_app(slow)
     at.run()
-    at.switch_page("views/compare.py")
+    goto(at, "compare")
     start = time.monotonic()
     at.run(timeout=60)
     took = time.monotonic() - start
@@ -526,7 +561,7 @@ def test_depth_sweep_click_counts_when_the_missing_count_changed() -> None:
     params = {**FAST, "seed": "41"}
     at = new_app(params)
     at.run()
-    at.switch_page("views/depth_sweep.py")
+    goto(at, "depth-sweep")
     at.session_state["_visited.depth-sweep"] = False
     at.query_params.update({"transforms": "vp", "depths": "5,6", "stat": "lambda_min"})
     at.run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.app.pages import goto
 from tests.unit.test_security import CLIP, ROOT, _in_thread, _no_reader, server_files
 
 __all__ = ["server_files"]  # the fixture, shared with the unit tests
@@ -20,7 +21,7 @@ def test_url_with_a_server_path_on_the_page(server_files) -> None:
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
     at.query_params.update({**CLIP, "weights": str(server_files["fifo"])})
-    at.switch_page("views/learn.py")  # a page that starts no computation
+    goto(at, "learn")  # a page that starts no computation
     _in_thread(at.run, 150)
     assert not at.exception
     assert any("must not be a file path" in w.value for w in at.warning)
