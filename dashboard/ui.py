@@ -41,6 +41,7 @@ from reprog_core.config import (
     OptimizerKind,
     Regime,
 )
+from reprog_core.results import Record
 from reprog_core.serving import default_backend
 
 CFG = "_cfg"
@@ -430,16 +431,22 @@ def figure_download(label: str, fig: go.Figure, file_name: str, key: str) -> Non
     )
 
 
-def random_weights_banner(weights: str | None, config: Mapping[str, Any] | None = None) -> None:
-    if figures.weights_note(weights):
-        st.warning(figures.random_weights_text(config or {}), icon="⚠️")
+def random_weights_banner(weights: str | None, config: ExperimentConfig | None = None) -> None:
+    """The warning a randomly initialised source model gets before anything else on the page;
+    what 'random' means depends on the model (``config``; without one, the short note)."""
+    note = figures.weights_note(weights)
+    if note:
+        st.warning(figures.random_weights_text(config) if config else note, icon="⚠️")
 
 
-def result_footer(result: Mapping[str, Any]) -> None:
-    how = {
-        "hit": "from the cache",
-        "joined": "shared with another session",
-        "computed": "computed now",
-    }.get(str(result.get("cache")), str(result.get("cache")))
-    versions = ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items())
-    st.caption(f"Result {how} · key `{result.get('key')}` · {versions}")
+CACHE_WORDS = {
+    "hit": "from the cache",
+    "joined": "shared with another session",
+    "computed": "computed now",
+}
+
+
+def result_footer(record: Record, how: str, key: str) -> None:
+    """Where a result came from (``how``: ``jobs.how``), its cache key and the code versions."""
+    versions = ", ".join(f"{k} {v}" for k, v in record.versions.items())
+    st.caption(f"Result {CACHE_WORDS.get(how, how)} · key `{key}` · {versions}")

@@ -8,6 +8,7 @@ column that did not override that setting. ``render()`` draws the page.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -26,11 +27,21 @@ from reprog_core.config import (
     ExperimentConfig,
     Regime,
 )
-from reprog_core.pipeline import sweep_row
+from reprog_core.results import ExperimentRecord
 from reprog_core.source_model.training import budget_warnings
 
-Result = dict[str, Any]
-Labelled = list[tuple[str, Result]]  # (the column's label, its result)
+
+@dataclass(frozen=True)
+class Ready:
+    """A column whose result is ready: its label ("B: transform vp"), record and cache key."""
+
+    label: str
+    record: ExperimentRecord
+    key: str
+
+    @property
+    def letter(self) -> str:
+        return self.label.split(":")[0]
 
 
 def render() -> None:
@@ -258,9 +269,11 @@ def _results(valid: list[tuple[str, ExperimentConfig]], labels: list[str]) -> No
     _budget_warnings(valid)
     jobs.drop_stale(keys)
     _random_weights_banner(valid)
-    results = [jobs.fetch(r) for r in reqs]
+    records = [jobs.fetch(r) for r in reqs]
     progress_area = st.container()  # filled last (``watch``), above the results
-    ready = [(lab, r) for lab, r in zip(labels, results) if r is not None]
+    ready = [
+        Ready(lab, rec, req.key) for lab, rec, req in zip(labels, records, reqs) if rec is not None
+    ]
     if ready:
         rows = _summary(ready, len(reqs))
         _cautions(ready)
@@ -283,35 +296,35 @@ def _budget_warnings(valid: list[tuple[str, ExperimentConfig]]) -> None:
 def _random_weights_banner(valid: list[tuple[str, ExperimentConfig]]) -> None:
     """The random-weights banner once, for the first column with random weights."""
     for _, c in valid:
-        ui.random_weights_banner(c.weights_label, c.to_dict())
+        ui.random_weights_banner(c.weights_label, c)
         if c.weights_label == "random":
             break
 
 
-def _summary(ready: Labelled, n_asked: int) -> list[dict[str, Any]]:
+def _summary(ready: list[Ready], n_asked: int) -> list[dict[str, Any]]:
     """The results side by side, and the verdict on the statistics; returns the table's rows."""
     st.subheader("Results")
-    rows = [{"configuration": lab, **sweep_row(r)} for lab, r in ready]
+    rows = [{"configuration": r.label, **r.record.sweep_row()} for r in ready]
     summary = pd.DataFrame(
         {
-            "configuration": [r["configuration"] for r in rows],
-            "weights": [r["weights"] for r in rows],
-            "source acc.": [figures.pct(r["source_test_acc"]) for r in rows],
-            "target acc.": [figures.pct(r["target_test_acc"]) for r in rows],
-            "baseline (none)": [figures.pct(r["baseline_test_acc"]) for r in rows],
-            "kernel regression acc.": [figures.pct(r["regression_acc"]) for r in rows],
-            "λ_min": [figures.fmt(r["lambda_min"], 3) for r in rows],
-            "λ_max": [figures.fmt(r["lambda_max"], 3) for r in rows],
-            "input-independent share": [figures.pct(r["common_share"]) for r in rows],
-            "rank": [figures.fmt(r["rank"]) for r in rows],
-            "effective rank": [figures.fmt(r["effective_rank"], 3) for r in rows],
-            "condition number": [figures.fmt(r["condition_number"], 3) for r in rows],
-            "alignment": [figures.fmt(r["alignment"], 3) for r in rows],
+            "configuration": [row["configuration"] for row in rows],
+            "weights": [row["weights"] for row in rows],
+            "source acc.": [figures.pct(row["source_test_acc"]) for row in rows],
+            "target acc.": [figures.pct(row["target_test_acc"]) for row in rows],
+            "baseline (none)": [figures.pct(row["baseline_test_acc"]) for row in rows],
+            "kernel regression acc.": [figures.pct(row["regression_acc"]) for row in rows],
+            "λ_min": [figures.fmt(row["lambda_min"], 3) for row in rows],
+            "λ_max": [figures.fmt(row["lambda_max"], 3) for row in rows],
+            "input-independent share": [figures.pct(row["common_share"]) for row in rows],
+            "rank": [figures.fmt(row["rank"]) for row in rows],
+            "effective rank": [figures.fmt(row["effective_rank"], 3) for row in rows],
+            "condition number": [figures.fmt(row["condition_number"], 3) for row in rows],
+            "alignment": [figures.fmt(row["alignment"], 3) for row in rows],
         }
     )
     _kernel_regime_columns(summary, ready)
     st.dataframe(summary, hide_index=True, width="stretch")
-    verdict = figures.statistics_verdict(rows, [_letter(lab) for lab, _ in ready])
+    verdict = figures.statistics_verdict(rows, [r.letter for r in ready])
     if verdict:
         st.markdown(state.md_text(verdict, limit=2000))
     if len(ready) < n_asked:
@@ -321,28 +334,24 @@ def _summary(ready: Labelled, n_asked: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _kernel_regime_columns(summary: pd.DataFrame, ready: Labelled) -> None:
+def _kernel_regime_columns(summary: pd.DataFrame, ready: list[Ready]) -> None:
     """Where a column fits in the kernel regime: how long its NTK prediction holds."""
-    krs = [r["fit"].get("kernel_regime") or {} for _, r in ready]
-    if any(krs):
-        summary["η·λ_max/N"] = [figures.fmt(k.get("lr_lambda_max_over_n"), 3) for k in krs]
+    krs = [r.record.fit.kernel_regime for r in ready]
+    if any(k is not None for k in krs):
+        summary["η·λ_max/N"] = [figures.fmt(k.lr_lambda_max_over_n if k else None, 3) for k in krs]
         summary["prediction holds until step"] = [
-            figures.fmt(k.get("agree_until")) if k else "— (practical)" for k in krs
+            figures.fmt(k.agree_until) if k else "— (practical)" for k in krs
         ]
-        summary["kernel drift (end)"] = [figures.fmt(k.get("drift"), 2) for k in krs]
+        summary["kernel drift (end)"] = [figures.fmt(k.drift if k else None, 2) for k in krs]
 
 
-def _letter(label: str) -> str:
-    return label.split(":")[0]
-
-
-def _cautions(ready: Labelled) -> None:
+def _cautions(ready: list[Ready]) -> None:
     """Each caution once, naming the configurations it concerns (the same words for A and B are
     one)."""
     said: dict[str, list[str]] = {}
-    for lab, r in ready:
-        for m in cautions.result_cautions(r):
-            said.setdefault(m, []).append(_letter(lab))
+    for r in ready:
+        for m in cautions.result_cautions(r.record):
+            said.setdefault(m, []).append(r.letter)
     if said:
         st.warning(
             "\n".join(
@@ -352,29 +361,28 @@ def _cautions(ready: Labelled) -> None:
         )
 
 
-def _overlays(ready: Labelled) -> tuple[go.Figure, go.Figure]:
+def _overlays(ready: list[Ready]) -> tuple[go.Figure, go.Figure]:
     """The spectra and the fit curves overlaid, and what each column's regime says."""
-    labs = [lab for lab, _ in ready]
-    spec_fig = figures.spectra_overlay_figure([r.get("kernel") for _, r in ready], labs)
+    labels = [r.label for r in ready]
+    kernels = [r.record.kernel for r in ready]
+    spec_fig = figures.spectra_overlay_figure(kernels, labels)
     ui.plot(spec_fig, "cmp.spectra")
-    curves_fig = figures.curves_overlay_figure(
-        [r["fit"] for _, r in ready], [r.get("kernel") for _, r in ready], labs
-    )
+    curves_fig = figures.curves_overlay_figure([r.record.fit for r in ready], kernels, labels)
     ui.plot(curves_fig, "cmp.curves")
-    for lab, r in ready:
-        kr = r["fit"].get("kernel_regime")
+    for r in ready:
+        kr = r.record.fit.kernel_regime
         text = (
             figures.kernel_regime_caption(kr)
-            if kr
-            else figures.spectrum_timescales(r.get("kernel"), r["config"])
+            if kr is not None
+            else figures.spectrum_timescales(r.record.kernel, r.record.config)
         )
         if text:
-            st.caption(f"**{_letter(lab)}** · {state.md_text(text, limit=2000)}")
+            st.caption(f"**{r.letter}** · {state.md_text(text, limit=2000)}")
     return spec_fig, curves_fig
 
 
 def _downloads(
-    rows: list[dict[str, Any]], ready: Labelled, spec_fig: go.Figure, curves_fig: go.Figure
+    rows: list[dict[str, Any]], ready: list[Ready], spec_fig: go.Figure, curves_fig: go.Figure
 ) -> None:
     st.subheader("Downloads")
     c1, c2, c3, c4 = st.columns(4)
@@ -387,10 +395,10 @@ def _downloads(
             "cmp.dl.csv",
         )
     with c2:
-        results = [r for _, r in ready]
+        records, keys = [r.record for r in ready], [r.key for r in ready]
         ui.download(
             "All results (JSON)",
-            lambda: downloads.result_json(results),
+            lambda: downloads.result_json(records, keys),
             "compare.json",
             "application/json",
             "cmp.dl.json",

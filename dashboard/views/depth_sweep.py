@@ -11,7 +11,6 @@ draws the page; ``fixed_fields()`` tells the entry point what the sidebar leaves
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,7 +20,7 @@ from dashboard import downloads, jobs, state, ui
 from dashboard.views import saved_sweep
 from reprog_core import figures, presets
 from reprog_core.config import ExperimentConfig
-from reprog_core.pipeline import sweep_row
+from reprog_core.results import ExperimentRecord
 from reprog_core.sweep.grid import SWEEP_TASK, grid_points
 
 TRANSFORMS = list(figures.TRANSFORM_NAMES)
@@ -31,8 +30,6 @@ DEPTHS = list(range(DEPTH_RANGE[0], DEPTH_RANGE[1] + 1))
 # Points come either from this app's cache (computed on demand) or from a saved sweep folder.
 MODES = {"cache": "computed here (from the cache)", "saved": "a saved sweep (CLI output folder)"}
 FIXED = {"depth": "set by the sweep on this page", "transform": "set by the sweep on this page"}
-
-Result = dict[str, Any]
 
 
 def mode() -> str:
@@ -151,18 +148,19 @@ def _sweep(cfg: ExperimentConfig, depths: list[int], transforms: list[str], stat
     reqs = [jobs.Request(SWEEP_TASK, p, f"depth {p.depth}, {p.transform}") for p in points]
     keys = [r.key for r in reqs]
     jobs.drop_stale(keys)
-    ui.random_weights_banner(cfg.weights_label, cfg.to_dict())
+    ui.random_weights_banner(cfg.weights_label, cfg)
     asked = st.session_state.setdefault("sw.asked", set())
-    results = [jobs.fetch(r, start=r.key in asked) for r in reqs]
+    records = [jobs.fetch(r, start=r.key in asked) for r in reqs]
     status = st.container()
     with status:
-        _status(reqs, results, asked)
-    rows = [sweep_row(res) for res in results if res is not None]
-    if rows:
+        _status(reqs, records, asked)
+    ready = [(rec, req.key) for rec, req in zip(records, reqs) if rec is not None]
+    if ready:
+        rows = [rec.sweep_row() for rec, _ in ready]
         figs = saved_sweep.draw_figures(rows, stat, "sw")
         with st.expander("All points as a table"):
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        _downloads(cfg, rows, [r for r in results if r is not None], figs)
+        _downloads(cfg, rows, ready, figs)
     with status:
         jobs.watch(keys)  # last: the progress of running points, below the figures
 
@@ -172,10 +170,12 @@ def _ask(keys: list[str]) -> None:
     st.session_state.setdefault("sw.asked", set()).update(keys)
 
 
-def _status(reqs: list[jobs.Request], results: list[Result | None], asked: set[str]) -> None:
+def _status(
+    reqs: list[jobs.Request], records: list[ExperimentRecord | None], asked: set[str]
+) -> None:
     """How many points are ready, and a button for the missing ones not asked for yet."""
-    missing = [r for r, res in zip(reqs, results) if res is None and r.key not in asked]
-    n_ready = sum(res is not None for res in results)
+    missing = [r for r, rec in zip(reqs, records) if rec is None and r.key not in asked]
+    n_ready = sum(rec is not None for rec in records)
     st.markdown(f"**{n_ready} of {len(reqs)} points ready.**")
     # Always written (emptied when there is nothing to offer), so no earlier run's button stays.
     offer = st.empty()
@@ -199,8 +199,12 @@ def _status(reqs: list[jobs.Request], results: list[Result | None], asked: set[s
 
 
 def _downloads(
-    cfg: ExperimentConfig, rows: list[dict], results: list[Result], figs: dict[str, go.Figure]
+    cfg: ExperimentConfig,
+    rows: list[dict],
+    ready: list[tuple[ExperimentRecord, str]],
+    figs: dict[str, go.Figure],
 ) -> None:
+    """The table, the records (each with its cache key) and the two main figures, as files."""
     st.subheader("Downloads")
     d1, d2, d3, d4 = st.columns(4)
     with d1:
@@ -213,9 +217,10 @@ def _downloads(
             "sw.dl.csv",
         )
     with d2:
+        records, keys = [rec for rec, _ in ready], [key for _, key in ready]
         ui.download(
             "All results (JSON)",
-            lambda: downloads.result_json(results),
+            lambda: downloads.result_json(records, keys),
             "depth-sweep.json",
             "application/json",
             "sw.dl.json",

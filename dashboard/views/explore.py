@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -14,9 +14,16 @@ from dashboard import downloads, jobs, state, ui
 from reprog_core import cautions, data, figures, presets
 from reprog_core.config import ExperimentConfig
 from reprog_core.fit import TARGET_TEST_PER_CLASS
+from reprog_core.results import ExperimentRecord, KernelRegime, KernelResult, SourceResult
 from reprog_core.source_model.training import budget_warnings
 
-Result = dict[str, Any]
+
+class Figures(NamedTuple):
+    """The figures the page drew, for their downloads (no spectrum without a kernel)."""
+
+    spectrum: go.Figure | None
+    curves: go.Figure
+    images: go.Figure
 
 
 def render() -> None:
@@ -28,9 +35,10 @@ def render() -> None:
     if cfg is None:
         return
     ui.sync_url(cfg)
-    result = _result_or_stages(cfg)
-    if result is not None:
-        _draw_result(result)
+    req = jobs.Request("explore", cfg, "Reprogramming fit and baseline")
+    record = _record_or_stages(req)
+    if record is not None:
+        _draw_record(record, req)
 
 
 def _intro() -> None:
@@ -63,44 +71,42 @@ def _setup_buttons() -> None:
 
 
 # --------------------------------------------------------------------------- requests and stages
-def _result_or_stages(cfg: ExperimentConfig) -> Result | None:
-    """The whole result if it is ready; otherwise the stages that are (the source card as soon as
+def _record_or_stages(req: jobs.Request) -> ExperimentRecord | None:
+    """The whole record if it is ready; otherwise the stages that are (the source card as soon as
     the source model is ready, the spectrum as soon as the kernel is) and the progress.
 
     The kernel request leaves out the fit-only settings (``kernel_config``), so a what-if on
     steps, step size or loss reuses the stored kernel.
     """
-    req = jobs.Request("explore", cfg, "Reprogramming fit and baseline")
-    stage_reqs = [jobs.Request("source", cfg, "Source model")]
-    if cfg.transform != "none":
-        stage_reqs.append(jobs.Request("ntk", cfg.kernel_config(), "Target NTK"))
+    cfg = req.cfg
+    src_req = jobs.Request("source", cfg, "Source model")
+    ker_req = jobs.Request("ntk", cfg.kernel_config(), "Target NTK")
+    stage_reqs = [src_req, ker_req] if cfg.transform != "none" else [src_req]
     jobs.drop_stale([req.key] + [r.key for r in stage_reqs])
-    ui.random_weights_banner(cfg.weights_label, cfg.to_dict())
+    ui.random_weights_banner(cfg.weights_label, cfg)
     for msg in budget_warnings(cfg):  # before anything trains, not after
         st.warning(state.md_text(msg, limit=2000), icon="⚠️")
-    result = jobs.fetch(req, start=False)
-    if result is not None:
-        return result
-    staged = {r.kind: jobs.fetch(r) for r in stage_reqs}  # submitted before the fit: first
-    result = jobs.fetch(req)
-    if result is None:
-        _draw_stages(staged, cfg)
+    record = jobs.fetch(req, start=False)
+    if record is not None:
+        return record
+    staged = [jobs.fetch(r) for r in stage_reqs]  # submitted before the fit: they come first
+    record = jobs.fetch(req)
+    if record is None:
+        _draw_stages(cfg, *staged)
         _progress([r.key for r in stage_reqs] + [req.key])
-    return result
+    return record
 
 
-def _draw_stages(staged: dict[str, Result | None], cfg: ExperimentConfig) -> None:
+def _draw_stages(
+    cfg: ExperimentConfig, source: SourceResult | None, kernel: KernelResult | None = None
+) -> None:
     """The parts of the result that are ready while the fit computes."""
-    if staged.get("source"):
+    if source is not None:
         st.subheader("Source model")
-        st.dataframe(
-            figures.source_card_rows(staged["source"], cfg.to_dict()),
-            hide_index=True,
-            width="stretch",
-        )
-    if staged.get("ntk"):
+        st.dataframe(figures.source_card_rows(source, cfg), hide_index=True, width="stretch")
+    if kernel is not None:
         st.subheader("Spectrum of the target NTK")
-        ui.plot(figures.spectrum_figure(staged["ntk"], cfg.weights_label), "spectrum-early")
+        ui.plot(figures.spectrum_figure(kernel, cfg.weights_label), "spectrum-early")
 
 
 def _progress(keys: list[str]) -> None:
@@ -115,92 +121,90 @@ def _progress(keys: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- the result
-def _draw_result(result: Result) -> None:
+def _draw_record(record: ExperimentRecord, req: jobs.Request) -> None:
     """The finished result, top to bottom: numbers, cautions, source, spectrum, fit, images."""
-    _headline(result)
-    _target_caption(result)
-    for msg in cautions.result_cautions(result):  # what the figures must not be read without
+    _headline(record)
+    _target_caption(record)
+    for msg in cautions.result_cautions(record):  # what the figures must not be read without
         st.warning(state.md_text(msg, limit=2000), icon="⚠️")
     st.subheader("Source model")
     st.dataframe(
-        figures.source_card_rows(result["source"], result["config"]),
-        hide_index=True,
-        width="stretch",
+        figures.source_card_rows(record.source, record.config), hide_index=True, width="stretch"
     )
-    figs = {"spectrum": _spectrum(result), "curves": _fit(result), "images": _images(result)}
-    _downloads(result, figs)
-    ui.result_footer(result)
+    figs = Figures(_spectrum(record), _fit(record), _images(record))
+    _downloads(record, req.key, figs)
+    ui.result_footer(record, jobs.how(req), req.key)
 
 
-def _headline(result: Result) -> None:
+def _headline(record: ExperimentRecord) -> None:
     """The headline numbers: source, fit, baseline, kernel regression, λ_min, effective rank."""
-    fit, kernel = result["fit"], result.get("kernel")
+    fit, kernel = record.fit, record.kernel
+    stats = kernel.stats if kernel is not None else None
     c1, c2, c3, c6, c4, c5 = st.columns(6)
-    _source_metric(c1, result)
+    _source_metric(c1, record)
     c2.metric(
         "target acc. (fit)",
-        figures.pct(fit["target_test_acc"]),
-        delta=f"{100 * (fit['target_test_acc'] - fit['initial_test_acc']):+.1f} points vs before",
+        figures.pct(fit.target_test_acc),
+        delta=f"{100 * (fit.target_test_acc - fit.initial_test_acc):+.1f} points vs before",
         help="target test accuracy of f_T = b ∘ f_S ∘ a_θ after training θ",
     )
     c3.metric(
         "baseline (none)",
-        figures.pct(fit.get("baseline_test_acc")),
+        figures.pct(fit.baseline_test_acc),
         help="the same source model on resized target images: "
-        + (fit.get("baseline_note") or "nothing trained"),
+        + (fit.baseline_note or "nothing trained"),
     )
-    stats = (kernel or {}).get("stats") or {}
     c6.metric(
         "kernel regression",
-        figures.pct((kernel or {}).get("regression_acc")),
+        figures.pct(kernel.regression_acc if kernel is not None else None),
         help="ridge regression with the target NTK from the N kernel samples to as many held-out "
         "test images: whether the kernel itself carries the target task",
     )
     c4.metric(
         "λ_min (NTK)",
-        figures.fmt(stats.get("lambda_min"), 3),
+        figures.fmt(stats.lambda_min if stats is not None else None, 3),
         help="smallest eigenvalue above the tolerance",
     )
     c5.metric(
         "effective rank",
-        figures.fmt(stats.get("effective_rank"), 3),
+        figures.fmt(stats.effective_rank if stats is not None else None, 3),
         help="how many directions carry the kernel's weight",
     )
 
 
-def _source_metric(col: Any, result: Result) -> None:
+def _source_metric(col: Any, record: ExperimentRecord) -> None:
     """A pretrained classifier's own (ImageNet) accuracy, else the source's test accuracy."""
-    src, rcfg = result["source"], result["config"]
-    if src.get("evaluated_on"):
+    source, cfg = record.source, record.config
+    if source.evaluated_on:
         col.metric(
             "source top-1",
-            figures.pct(src.get("native_test_acc")),
-            help=f"f_S on {src['evaluated_on']}, at 224×224 (its training resolution); at the "
-            f"{rcfg['source_size']}×{rcfg['source_size']} input it gets here: "
-            f"{figures.pct(src['source_test_acc'])}",
+            figures.pct(source.native_test_acc),
+            help=f"f_S on {source.evaluated_on}, at 224×224 (its training resolution); at the "
+            f"{cfg.source_size}×{cfg.source_size} input it gets here: "
+            f"{figures.pct(source.source_test_acc)}",
         )
     else:
         col.metric(
             "source test accuracy",
-            figures.pct(src["source_test_acc"]),
-            help=f"f_S on {rcfg['source_data']}'s test images",
+            figures.pct(source.source_test_acc),
+            help=f"f_S on {cfg.source_data}'s test images",
         )
 
 
-def _target_caption(result: Result) -> None:
-    rcfg, fit = result["config"], result["fit"]
-    description = state.md_text(data.dataset_spec(rcfg["target"]).description)
+def _target_caption(record: ExperimentRecord) -> None:
+    cfg = record.config
+    description = state.md_text(data.dataset_spec(cfg.target).description)
     st.caption(
-        f"Target: **{rcfg['target']}**, {description}"
-        f"; the fit trains on up to {rcfg['target_per_class']} images per class and is tested on "
+        f"Target: **{cfg.target}**, {description}"
+        f"; the fit trains on up to {cfg.target_per_class} images per class and is tested on "
         f"up to {TARGET_TEST_PER_CLASS} per class (the curve during the fit on "
-        f"{fit['curves'].get('test_subset') or 'all'} of them)."
+        f"{record.fit.curves.test_subset or 'all'} of them)."
     )
 
 
-def _spectrum(result: Result) -> go.Figure | None:
+def _spectrum(record: ExperimentRecord) -> go.Figure | None:
     """The spectrum, its statistics and what it says about speed (None: no kernel to take)."""
-    kernel = result.get("kernel")
+    kernel = record.kernel
     st.subheader("Spectrum of the target NTK")
     if kernel is None:
         st.info("Transform `none` has no trainable parameters, so there is no kernel to take.")
@@ -211,41 +215,41 @@ def _spectrum(result: Result) -> go.Figure | None:
         "of time: the orange line (λ_min) is the slowest direction that can still be fitted; "
         "past the green line (the rank) nothing can be fitted at all."
     )
-    fig = figures.spectrum_figure(kernel, result.get("weights"))
+    fig = figures.spectrum_figure(kernel, record.weights)
     ui.plot(fig, "spectrum")
     # A table, not a data grid: its cells wrap, so the "what it means" column is never cut off.
     st.table(figures.spectrum_stats_rows(kernel), hide_index=True)
-    timescales = figures.spectrum_timescales(kernel, result["config"])
+    timescales = figures.spectrum_timescales(kernel, record.config)
     if timescales:
         st.markdown("**What this spectrum says about the speed of a fit**")
         st.caption(state.md_text(timescales, limit=2000))
     return fig
 
 
-def _fit(result: Result) -> go.Figure:
+def _fit(record: ExperimentRecord) -> go.Figure:
     """The fit's curves, with what the middle panel shows for this regime."""
     st.subheader("The reprogramming fit")
-    kr = result["fit"].get("kernel_regime")
-    if kr:
+    kr = record.fit.kernel_regime
+    if kr is not None:
         _kernel_regime_caption(kr)
         _kernel_regime_metrics(kr)
     else:
-        _practical_caption(result["config"])
-    fig = figures.fit_curves_figure(result["fit"], result.get("kernel"), result.get("weights"))
+        _practical_caption(record.config)
+    fig = figures.fit_curves_figure(record.fit, record.kernel, record.weights)
     ui.plot(fig, "curves")
     return fig
 
 
-def _kernel_regime_caption(kr: Result) -> None:
+def _kernel_regime_caption(kr: KernelRegime) -> None:
     st.caption(
         "Kernel regime: the fit is full-batch gradient descent on squared loss over the kernel "
         "samples, the setting the NTK prediction models. Middle panel: the measured loss and the "
         "prediction from the full kernel at θ₀, drawn only while the two agree within "
-        f"{kr.get('agreement_tol', 0.1):.0%}; the dotted line marks where they part, and the "
+        f"{kr.agreement_tol:.0%}; the dotted line marks where they part, and the "
         "kernel drift there says why (the kernel has moved, so the model is no longer linear). "
         "The dotted lighter curves: the same losses with the offset common to every sample "
         "removed. The accuracy is that of a fit on the N kernel samples only."
-        + (f" {kr['mapping_note']}." if kr.get("mapping_note") else "")
+        + (f" {kr.mapping_note}." if kr.mapping_note else "")
     )
     with st.expander("Why they part, and what moves the parting step"):
         st.markdown(
@@ -260,87 +264,87 @@ def _kernel_regime_caption(kr: Result) -> None:
         )
 
 
-def _kernel_regime_metrics(kr: Result) -> None:
+def _kernel_regime_metrics(kr: KernelRegime) -> None:
     """How long the NTK prediction holds, and why it stops."""
     k1, k2, k3, k4 = st.columns(4)
     k1.metric(
         "prediction holds until step",
-        "—" if kr.get("agree_until") is None else f"{kr['agree_until']:,}",
-        help=f"last step with |predicted − measured| / measured ≤ {kr.get('agreement_tol', 0.1)}",
+        "—" if kr.agree_until is None else f"{kr.agree_until:,}",
+        help=f"last step with |predicted − measured| / measured ≤ {kr.agreement_tol}",
     )
     k2.metric(
         "loss drop within it",
-        figures.pct(kr.get("loss_drop")),
+        figures.pct(kr.loss_drop),
         help="fraction of the measured loss gone by that step",
     )
     k3.metric(
         "kernel drift (end)",
-        figures.fmt(kr.get("drift"), 2),
+        figures.fmt(kr.drift, 2),
         help="‖Θ(θ_end) − Θ(θ₀)‖_F / ‖Θ(θ₀)‖_F: 0 in the lazy (linear) regime",
     )
     k4.metric(
         "η·λ_max/N",
-        figures.fmt(kr.get("lr_lambda_max_over_n"), 3),
-        help=f"η = {figures.fmt(kr.get('lr'), 3)}; gradient descent diverges above 2",
+        figures.fmt(kr.lr_lambda_max_over_n, 3),
+        help=f"η = {figures.fmt(kr.lr, 3)}; gradient descent diverges above 2",
     )
 
 
-def _practical_caption(rcfg: Result) -> None:
+def _practical_caption(cfg: ExperimentConfig) -> None:
     st.caption(
         "Middle panel: the measured squared loss on the kernel samples. No NTK prediction is "
         "drawn on it: this fit (optimizer "
-        f"{rcfg.get('optimizer')}, loss {rcfg.get('loss')}) is not the full-batch gradient "
+        f"{cfg.optimizer}, loss {cfg.loss}) is not the full-batch gradient "
         "descent on squared loss that the prediction models. What the spectrum says about speed "
         "is under the spectrum; the **Kernel regime** switch in the sidebar runs a fit it does "
         "describe."
     )
 
 
-def _images(result: Result) -> go.Figure:
+def _images(record: ExperimentRecord) -> go.Figure:
     st.subheader("What the source model sees")
-    fig = figures.transform_examples_figure(result["fit"])
+    fig = figures.transform_examples_figure(record.fit)
     ui.plot(fig, "images")
     return fig
 
 
-def _downloads(result: Result, figs: dict[str, go.Figure | None]) -> None:
-    """The result, its curves and eigenvalues, and each figure, as files (built when clicked)."""
+def _downloads(record: ExperimentRecord, key: str, figs: Figures) -> None:
+    """The record, its curves and eigenvalues, and each figure, as files (built when clicked)."""
     st.subheader("Downloads")
-    rcfg = result["config"]
-    stem = f"explore-d{rcfg['depth']}-{rcfg['transform']}-{rcfg['target']}-seed{rcfg['seed']}"
+    cfg = record.config
+    stem = f"explore-d{cfg.depth}-{cfg.transform}-{cfg.target}-seed{cfg.seed}"
     cols = st.columns(3)
     with cols[0]:
         ui.download(
             "Results (JSON)",
-            lambda: downloads.result_json(result),
+            lambda: downloads.result_json(record, key),
             f"{stem}.json",
             "application/json",
             "dl.json",
         )
         ui.download(
             "Fit curves (CSV)",
-            lambda: downloads.curves_csv(result),
+            lambda: downloads.curves_csv(record, key),
             f"{stem}-curves.csv",
             "text/csv",
             "dl.curves",
         )
     with cols[1]:
-        if result.get("kernel") is not None:
+        if record.kernel is not None:
             ui.download(
                 "Eigenvalues (CSV)",
-                lambda: downloads.eigenvalues_csv(result),
+                lambda: downloads.eigenvalues_csv(record, key),
                 f"{stem}-eigenvalues.csv",
                 "text/csv",
                 "dl.eig",
             )
         ui.figure_download(
-            "Fit curves figure (HTML)", figs["curves"], f"{stem}-curves.html", "dl.curves.html"
+            "Fit curves figure (HTML)", figs.curves, f"{stem}-curves.html", "dl.curves.html"
         )
     with cols[2]:
-        if figs["spectrum"] is not None:
+        if figs.spectrum is not None:
             ui.figure_download(
-                "Spectrum figure (HTML)", figs["spectrum"], f"{stem}-spectrum.html", "dl.spec.html"
+                "Spectrum figure (HTML)", figs.spectrum, f"{stem}-spectrum.html", "dl.spec.html"
             )
         ui.figure_download(
-            "Images figure (HTML)", figs["images"], f"{stem}-images.html", "dl.img.html"
+            "Images figure (HTML)", figs.images, f"{stem}-images.html", "dl.img.html"
         )

@@ -16,7 +16,6 @@ import streamlit as st
 from dashboard import demos_cache, jobs, state, ui
 from dashboard.views import compare_presets
 from reprog_core import figures, presets
-from reprog_core.pipeline import sweep_row
 
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
 LABEL_NAMES = {
@@ -276,8 +275,9 @@ def _pair_demo(key: str, explain: Callable[[list[Row]], str]) -> list[str]:
         for letter, cfg in zip("AB", comp.configs()[:2])
     ]
     asked = st.session_state.setdefault("learn.asked", set())
-    results = [jobs.fetch(r, start=r.key in asked) for r in reqs]
-    if any(r is None for r in results):
+    fetched = [jobs.fetch(r, start=r.key in asked) for r in reqs]
+    records = [rec for rec in fetched if rec is not None]
+    if len(records) < len(reqs):
         keys = [r.key for r in reqs]
         if any(k in asked for k in keys):
             return keys  # computing: the progress is drawn below
@@ -289,9 +289,9 @@ def _pair_demo(key: str, explain: Callable[[list[Row]], str]) -> list[str]:
         f"{letter}: {', '.join(f'{f} {state.to_param(d[f])}' for f in diff)}"
         for letter, d in zip("AB", dicts)
     ]
-    rows = [sweep_row(r) for r in results]
+    rows = [rec.sweep_row() for rec in records]
     ui.plot(
-        figures.spectra_overlay_figure([r.get("kernel") for r in results], labels),
+        figures.spectra_overlay_figure([rec.kernel for rec in records], labels),
         f"learn.{key}.spectra",
     )
     _pair_table(labels, rows)

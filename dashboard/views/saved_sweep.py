@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -17,6 +16,7 @@ import streamlit as st
 
 from dashboard import ui
 from reprog_core import figures
+from reprog_core.results import SweepRecord
 from reprog_core.sweep import load_results, paper_claims
 
 _PROJECT = Path(__file__).resolve().parents[2]
@@ -95,12 +95,12 @@ def render(requested: str | None) -> None:
         why = str(exc).replace(str(folder), shown(folder))
         st.error(f"Could not read the sweep in `{shown(folder)}`: {why}")
         return
-    rows = record.get("rows") or []
+    rows = record.rows
     if not rows:
         st.warning(f"`{shown(folder)}/results.json` holds no finished points.")
         return
-    ui.random_weights_banner(record.get("weights"))
-    _summary(record, rows)
+    ui.random_weights_banner(record.weights, record.config)
+    _summary(record)
     _claims(rows)
     draw_figures(rows, stat, "sw.saved")
     with st.expander("All points as a table"):
@@ -134,17 +134,19 @@ def _choose(names: list[str], requested: str | None) -> tuple[str, str]:
     return str(name), str(stat)
 
 
-def _summary(record: dict[str, Any], rows: list[dict]) -> None:
+def _summary(record: SweepRecord) -> None:
     """What the sweep is: its points, models and grid, when and how it ran, its command."""
-    cfg = record.get("config") or {}
-    st.markdown(
-        f"**{len(rows)} points** · {cfg.get('source_family')} on {cfg.get('source_data')} → "
-        f"{cfg.get('target')} · {record.get('grid', {}).get('preset') or 'custom grid'} · "
-        f"created {record.get('created')} · executor {record.get('executor')}"
-        + ("" if record.get("finished", True) else " · **interrupted: partial results**")
+    cfg = record.config
+    models = (
+        f"{cfg.source_family} on {cfg.source_data} → {cfg.target}" if cfg else "(no base config)"
     )
-    if record.get("command"):
-        st.code(record["command"], language="bash")
+    st.markdown(
+        f"**{len(record.rows)} points** · {models} · {record.grid_name} · "
+        f"created {record.created} · executor {record.executor}"
+        + ("" if record.finished else " · **interrupted: partial results**")
+    )
+    if record.command:
+        st.code(record.command, language="bash")
 
 
 def _claims(rows: list[dict]) -> None:
