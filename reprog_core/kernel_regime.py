@@ -153,7 +153,7 @@ def fit_with_spectrum(
 
     def fit(**kw: Any) -> tuple[ReprogrammedModel, FitResult]:
         model, result = run(**kw)
-        result.config = cfg.to_dict()
+        result.config = cfg
         result.baseline_note = baseline_note(
             cfg, baseline_step_size(cfg, source, td, n_source), len(td.classes), n_source
         )

@@ -125,9 +125,9 @@ def test_identity_and_flm_baselines_fit_or_train_nothing_and_say_so(source):
 def test_the_kernel_regime_runs_the_mappings_its_prediction_describes(source, mapping):
     cfg, td, _, res = _fit(source, mapping=mapping, regime="kernel")
     kr = res.kernel_regime
-    assert kr["mapping"] == mapping and res.config["mapping"] == mapping
-    assert kr["predicted_loss"][0] == pytest.approx(kr["measured_loss"][0], rel=1e-5)
-    assert (kr["mapping_note"] != "") == (mapping == "ilm")
+    assert kr.mapping == mapping and res.config.mapping == mapping
+    assert kr.predicted_loss[0] == pytest.approx(kr.measured_loss[0], rel=1e-5)
+    assert (kr.mapping_note != "") == (mapping == "ilm")
 
 
 def test_ilm_is_frozen_at_theta0_in_the_kernel_regime(source):
@@ -136,8 +136,8 @@ def test_ilm_is_frozen_at_theta0_in_the_kernel_regime(source):
     _, _, _, ilm = _fit(source, mapping="ilm", regime="kernel", eval_every=1)
     _, _, _, flm = _fit(source, mapping="flm", regime="kernel", eval_every=1)
     a, b = ilm.kernel_regime, flm.kernel_regime
-    assert a["measured_loss"] == b["measured_loss"] and ilm.mapping == flm.mapping
-    assert "ILM frozen at θ₀" in a["mapping_note"] and b["mapping_note"] == ""
+    assert a.measured_loss == b.measured_loss and ilm.mapping == flm.mapping
+    assert "ILM frozen at θ₀" in a.mapping_note and b.mapping_note == ""
     assert "ILM frozen at θ₀" in kernel_regime_caption(a)
 
 
@@ -160,19 +160,19 @@ def test_the_offset_free_loss_is_measured_at_every_step(source):
     here from a fit that stops at t (full-batch GD on the CPU repeats itself exactly)."""
     cfg, td, _, res = _fit(source, regime="kernel", steps=6)
     kr = res.kernel_regime
-    assert kr["steps"] == list(range(7))
+    assert kr.steps == list(range(7))
     for t in (0, 3, 6):
         model_t = _fit(source, regime="kernel", steps=t)[2]
         raw, free = offset_split(ntk.initial_residuals(model_t, td.x_kernel, td.y_kernel))
-        assert kr["measured_loss_offset_free"][t] == pytest.approx(free, rel=1e-5)
-        assert kr["measured_loss"][t] == pytest.approx(raw, rel=1e-5)
+        assert kr.measured_loss_offset_free[t] == pytest.approx(free, rel=1e-5)
+        assert kr.measured_loss[t] == pytest.approx(raw, rel=1e-5)
     # Prediction and measurement start together; the offset is a share of the loss at θ₀.
-    assert kr["predicted_loss_offset_free"][0] == pytest.approx(
-        kr["measured_loss_offset_free"][0], rel=1e-6
+    assert kr.predicted_loss_offset_free[0] == pytest.approx(
+        kr.measured_loss_offset_free[0], rel=1e-6
     )
-    share = 1 - kr["measured_loss_offset_free"][0] / kr["measured_loss"][0]
-    assert kr["offset_share"] == pytest.approx(share, rel=1e-5) and 0 < share < 1
-    for raw_t, free_t in zip(kr["measured_loss"], kr["measured_loss_offset_free"]):
+    share = 1 - kr.measured_loss_offset_free[0] / kr.measured_loss[0]
+    assert kr.offset_share == pytest.approx(share, rel=1e-5) and 0 < share < 1
+    for raw_t, free_t in zip(kr.measured_loss, kr.measured_loss_offset_free):
         assert free_t <= raw_t
 
 
@@ -184,15 +184,15 @@ def test_the_scaled_kernel_horizons_are_those_of_the_same_prediction(source):
     w, v = torch.linalg.eigh(full_kernel(model0, x))
     r0 = ntk.initial_residuals(model0, x, y)
     for key, factor in (("agree_until_half_kernel", 0.5), ("agree_until_double_kernel", 2.0)):
-        pred = ntk.ntk_dynamics((factor * w, v), r0, lr=kr["lr"], steps=12)["loss"]
-        last, _ = agreement(kr["measured_loss"], pred)
-        assert kr[key] == (kr["steps"][last] if last >= 0 else None)
-    horizon = -1 if kr["agree_until"] is None else kr["agree_until"]
+        pred = ntk.ntk_dynamics((factor * w, v), r0, lr=kr.lr, steps=12)["loss"]
+        last, _ = agreement(kr.measured_loss, pred)
+        assert getattr(kr, key) == (kr.steps[last] if last >= 0 else None)
+    horizon = -1 if kr.agree_until is None else kr.agree_until
     scaled = [
-        -1 if kr[k] is None else kr[k]
+        -1 if getattr(kr, k) is None else getattr(kr, k)
         for k in ("agree_until_half_kernel", "agree_until_double_kernel")
     ]
-    assert kr["band_discriminates"] == all(s < horizon for s in scaled)
+    assert kr.band_discriminates == all(s < horizon for s in scaled)
 
 
 def test_the_cli_json_carries_the_offset_free_loss_beside_the_raw_one(run_cli):

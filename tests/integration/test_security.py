@@ -113,8 +113,8 @@ def full_disk(tmp_path: Path):
 
 
 def test_source_model_on_a_full_disk(full_disk: Path, monkeypatch, caplog) -> None:
-    from reprog_core.backend.errors import DiskFull
     from reprog_core.config import ExperimentConfig
+    from reprog_core.files import DiskFull  # what a computation raises (the backend: a subclass)
     from reprog_core.source_model import training
 
     monkeypatch.setenv("REPROG_CACHE_DIR", str(full_disk / "cache"))

@@ -114,6 +114,11 @@ NOT_RECORDS = {
     ("reprog_core/ntk/records.py", "dyn"): "ntk_dynamics' curves, before they become a record",
     ("reprog_core/ntk/source.py", "info"): "the kernel engine's facts about one computation",
     ("dashboard/serve.py", "scope"): "an ASGI request scope",
+    ("dashboard/views/learn.py", "demo"): "a Learn demonstration's computed values",
+    ("reprog_core/analysis/depth_control.py", "r"): "a row of the depth-controlled table",
+    ("reprog_core/cli.py", "entry"): "one line of the warm-up's progress",
+    ("reprog_core/sweep/report.py", "grid"): "a grid's description (SweepGrid.to_dict)",
+    ("dashboard/views/learn.py", "wdemo"): "a Learn demonstration's computed values",
 }
 RECORD_TYPES = (
     results.ExperimentRecord,
