@@ -332,6 +332,7 @@ ROW_COLUMNS = (
     "agree_until",
 )
 
+
 @dataclass
 class SweepRecord(Record):
     """A sweep as its ``results.json`` holds it (``reprog_core.sweep``): the grid and its base

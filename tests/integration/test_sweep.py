@@ -124,9 +124,7 @@ def test_local_sweep_writes_results_and_resumes_after_an_interruption(
         again = run_sweep(grid, None, backend=backend)
         assert backend.stats()["computations"] == 0
     assert [p["cache"] for p in again.points] == ["hit"] * 4
-    assert [r["target_test_acc"] for r in again.rows] == [
-        r["target_test_acc"] for r in res.rows
-    ]
+    assert [r["target_test_acc"] for r in again.rows] == [r["target_test_acc"] for r in res.rows]
 
 
 # -------------------------------------------------------------------------------- Ray executor
@@ -150,9 +148,7 @@ def test_ray_executor_writes_results_into_the_drivers_cache(cache: Path, tmp_pat
         local = run_sweep(grid, None, backend=backend)
         assert backend.stats()["computations"] == 0
     assert [p["cache"] for p in local.points] == ["hit", "hit"]
-    assert [r["target_test_acc"] for r in local.rows] == [
-        r["target_test_acc"] for r in record.rows
-    ]
+    assert [r["target_test_acc"] for r in local.rows] == [r["target_test_acc"] for r in record.rows]
 
 
 # ------------------------------------------------------------------------------------------ CLI
