@@ -374,14 +374,16 @@ def parse_overrides(
     """A Compare variant, ``depth:6,transform:fc``: settings that differ from the base config.
 
     Each override is validated on top of ``base`` (and the ones before it); a bad one (a float
-    outside ``float_ranges`` too) is dropped with a warning. An integer above what the server
+    outside ``float_ranges`` too) is dropped with a warning. The values returned are those of the
+    config with all of them applied together, so coupled settings (regime, optimizer and loss)
+    come out as the column had them, whatever the base's regime. An integer above what the server
     allows (``allowed_ranges``, default ``ranges()``) is clamped to that limit, with a warning
     that says so; one below is dropped.
     """
     if raw is None:
         return {}, []
     allowed_ranges = allowed_ranges or ranges()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {}  # the accepted values, as written (normalised together below)
     warnings: list[str] = []
     for part in _one(raw).split(","):
         part = part.strip()
@@ -429,8 +431,11 @@ def parse_overrides(
                 f"({public_message(problem)}); ignored."
             )
         else:
-            out[field] = getattr(cfg, field)
-    return out, warnings
+            out[field] = value
+    if not out:
+        return {}, warnings
+    together = ExperimentConfig.from_dict({**{k: getattr(base, k) for k in URL_FIELDS}, **out})
+    return {k: getattr(together, k) for k in out}, warnings
 
 
 def format_overrides(values: Mapping[str, Any], base: ExperimentConfig) -> str:

@@ -376,6 +376,27 @@ def test_page_setting_parsers() -> None:
     assert state.format_overrides({"depth": 6, "transform": base.transform}, base) == "depth:6"
 
 
+@pytest.mark.parametrize("base_regime", ["kernel", "practical"])
+def test_a_compare_column_keeps_its_regime_optimizer_and_loss_through_the_url(base_regime) -> None:
+    """The three are coupled (kernel regime = sgd + mse): a column's settings, written as its
+    differences from the base, come back as the column had them whatever the base's regime (a
+    practical adam/ce column over a kernel-regime base came back as kernel regime)."""
+    from dashboard.views.compare_presets import VARY
+
+    base = ExperimentConfig(regime=base_regime)
+    for col in (
+        ExperimentConfig(),
+        ExperimentConfig(optimizer="sgd"),
+        ExperimentConfig(loss="mse"),
+        ExperimentConfig(regime="kernel", steps=50),
+    ):
+        text = state.format_overrides({k: getattr(col, k) for k in VARY}, base)
+        over, warnings = state.parse_overrides("c2", text, base, VARY)
+        back = base.replace(**over)
+        assert not warnings
+        assert (back.regime, back.optimizer, back.loss) == (col.regime, col.optimizer, col.loss)
+
+
 def test_differing_fields() -> None:
     a, b = ExperimentConfig().to_dict(), ExperimentConfig(depth=2, transform="fc").to_dict()
     assert state.differing_fields([a, b]) == ["depth", "transform"]
