@@ -374,7 +374,6 @@ class SweepRecord(Record):
     def to_dict(self) -> dict[str, Any]:
         """The file's content (without ``path`` and ``files``)."""
         out = asdict(self)
-        out["config"] = None if self.config is None else self.config.to_dict()
         del out["path"], out["files"]
         return out
 

@@ -62,21 +62,27 @@ def save(store: Store, key: str, kind: str, text: str, table: JobTable) -> list[
 
 def load(store: Store, key: str) -> str | None:
     """The stored text under ``key`` with its references put back (``serialise``'s ``refs``);
-    None if it, or an entry it refers to, is absent."""
+    None if it, or an entry it refers to, is absent. An entry without references is returned as
+    stored, unparsed."""
     text = store.get_json(key)
     if text is None or f'"{REF}"' not in text:
         return text
-    result = json.loads(text)
+    result = _joined(store, json.loads(text))
+    return None if result is None else canonical_json(result)
+
+
+def load_dict(store: Store, key: str) -> dict[str, Any] | None:
+    """``load``, parsed (once, by the store)."""
+    result = store.get(key)
+    return None if result is None else _joined(store, result)
+
+
+def _joined(store: Store, result: dict[str, Any]) -> dict[str, Any] | None:
+    """``result`` with each reference replaced by the entry it names; None if one is gone."""
     for name, value in list(result.items()):
         if isinstance(value, dict) and set(value) == {REF}:
             part = store.get(str(value[REF]))
             if part is None:
                 return None
             result[name] = part
-    return canonical_json(result)
-
-
-def load_dict(store: Store, key: str) -> dict[str, Any] | None:
-    """``load``, parsed."""
-    text = load(store, key)
-    return None if text is None else json.loads(text)
+    return result

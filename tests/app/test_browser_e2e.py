@@ -143,6 +143,8 @@ def test_explore_change_depth_and_transform(server: str) -> None:
                 timeout=RESULT_TIMEOUT_MS
             )
             _wait_for_chart(page, "Eigenvalue spectrum of the target NTK")
+            # The metric row is redrawn with the result: a shot taken before shows placeholders.
+            expect(page.get_by_text("target acc. (fit)").first).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "explore-default.png"), full_page=True)
 
             # Depth 3 -> 2 with the arrow key (the slider thumb is a visually hidden range input).
